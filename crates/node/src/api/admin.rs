@@ -1,0 +1,288 @@
+//! Flotilla's Admin service (`flotilla.admin.v1.Admin`): what the operator drives.
+//!
+//! Membership changes run on the leader. A member that is not the leader forwards the call to
+//! the leader's Admin service on its *peer* URL (the Admin service is served on both ports),
+//! because every member knows every peer URL from the configuration while client URLs of
+//! bootstrap members may be unknown. The same functions back etcd's Cluster service.
+
+use flotilla_proto::admin::admin_client::AdminClient;
+use flotilla_proto::admin::admin_server::Admin;
+use flotilla_proto::admin::{
+    AddLearnerRequest, AddLearnerResponse, Member as AdminMember, PromoteLearnerRequest,
+    PromoteLearnerResponse, RemoveMemberRequest, RemoveMemberResponse, Role as AdminRole,
+    StatusRequest, StatusResponse, TransferLeadershipRequest, TransferLeadershipResponse,
+};
+use flotilla_raft::{ConfChange, ConfChangeKind, NodeId, Role};
+use tonic::{Request, Response, Status};
+
+use super::observe;
+use crate::server::handle::NodeHandle;
+use crate::server::raft_loop::encode_member_context;
+use crate::server::{Member, NodeStatus, ServerError};
+
+/// The Admin service.
+#[derive(Clone)]
+pub struct AdminService {
+    node: NodeHandle,
+}
+
+impl AdminService {
+    /// Creates the service.
+    pub fn new(node: NodeHandle) -> Self {
+        AdminService { node }
+    }
+}
+
+/// Members with the leader's view of their progress.
+pub fn admin_members(st: &NodeStatus) -> Vec<AdminMember> {
+    st.members
+        .iter()
+        .map(|m| {
+            let p = st.progress.get(&m.id);
+            AdminMember {
+                id: m.id,
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                client_urls: m.client_urls.clone(),
+                is_learner: m.is_learner,
+                match_index: p.map(|p| p.match_index),
+                lag: p.map(|p| st.last_index.saturating_sub(p.match_index)),
+                last_contact_ms: p.map(|p| p.last_contact_ms),
+                healthy: p.map(|p| p.recent_active || m.id == st.id),
+            }
+        })
+        .collect()
+}
+
+/// This member's status.
+pub fn status(node: &NodeHandle) -> StatusResponse {
+    let st = node.status();
+    let role = match st.role {
+        Role::Follower => AdminRole::Follower,
+        Role::PreCandidate => AdminRole::PreCandidate,
+        Role::Candidate => AdminRole::Candidate,
+        Role::Leader => AdminRole::Leader,
+    };
+    let is_learner = st.member(st.id).is_some_and(|m| m.is_learner);
+    StatusResponse {
+        id: st.id,
+        name: node.name.clone(),
+        cluster_id: node.cluster_id,
+        role: role as i32,
+        term: st.term,
+        leader_id: st.leader,
+        commit_index: st.commit,
+        applied_index: st.applied,
+        first_index: st.first_index,
+        last_index: st.last_index,
+        pending_conf_index: st.pending_conf_index,
+        members: admin_members(&st),
+        is_learner,
+    }
+}
+
+/// An Admin client to the current leader, or `None` if this member leads.
+async fn leader_client(
+    node: &NodeHandle,
+) -> Result<Option<AdminClient<tonic::transport::Channel>>, ServerError> {
+    let leader = node.wait_leader(node.request_timeout).await?;
+    if leader == node.id {
+        return Ok(None);
+    }
+    let url = node
+        .status()
+        .member(leader)
+        .and_then(|m| m.peer_urls.first().cloned())
+        .ok_or(ServerError::NoLeader)?;
+    Ok(Some(AdminClient::new(node.peers.channel(&url)?)))
+}
+
+/// Adds a learner (on the leader); returns its new id.
+pub async fn add_learner(node: &NodeHandle, req: AddLearnerRequest) -> Result<NodeId, Status> {
+    if req.peer_urls.is_empty() {
+        return Err(Status::invalid_argument(
+            "etcdserver: peer URLs are required",
+        ));
+    }
+    if let Some(mut c) = leader_client(node).await? {
+        return Ok(c.add_learner(req).await?.into_inner().member_id);
+    }
+    let st = node.status();
+    if st
+        .members
+        .iter()
+        .any(|m| m.peer_urls.iter().any(|u| req.peer_urls.contains(u)))
+    {
+        return Err(ServerError::MemberExists.into());
+    }
+    let mut id: NodeId = 0;
+    while id == 0 || st.member(id).is_some() {
+        id = rand::random();
+    }
+    let ctx = encode_member_context(&Member {
+        id,
+        name: req.name,
+        peer_urls: req.peer_urls,
+        client_urls: req.client_urls,
+        is_learner: true,
+    });
+    node.conf_change(ConfChange {
+        kind: ConfChangeKind::AddLearner,
+        node_id: id,
+        context: ctx,
+    })
+    .await?;
+    Ok(id)
+}
+
+/// Promotes a caught-up learner (on the leader).
+pub async fn promote(node: &NodeHandle, id: NodeId) -> Result<(), Status> {
+    if let Some(mut c) = leader_client(node).await? {
+        c.promote_learner(PromoteLearnerRequest { member_id: id })
+            .await?;
+        return Ok(());
+    }
+    let st = node.status();
+    let m = st.member(id).ok_or(ServerError::MemberNotFound)?;
+    if !m.is_learner {
+        return Err(Status::failed_precondition(
+            "etcdserver: can only promote a learner member",
+        ));
+    }
+    let ctx = encode_member_context(m);
+    node.conf_change(ConfChange {
+        kind: ConfChangeKind::PromoteLearner,
+        node_id: id,
+        context: ctx,
+    })
+    .await?;
+    Ok(())
+}
+
+/// Removes a member (on the leader).
+pub async fn remove(node: &NodeHandle, id: NodeId) -> Result<(), Status> {
+    if let Some(mut c) = leader_client(node).await? {
+        c.remove_member(RemoveMemberRequest { member_id: id })
+            .await?;
+        return Ok(());
+    }
+    let st = node.status();
+    if st.member(id).is_none() {
+        return Err(ServerError::MemberNotFound.into());
+    }
+    node.conf_change(ConfChange {
+        kind: ConfChangeKind::RemoveNode,
+        node_id: id,
+        context: Vec::new(),
+    })
+    .await?;
+    Ok(())
+}
+
+/// The voter other than `except` with the highest match index (leader's view), if any.
+pub fn most_up_to_date_voter(st: &NodeStatus, except: NodeId) -> Option<NodeId> {
+    st.members
+        .iter()
+        .filter(|m| !m.is_learner && m.id != except)
+        .filter_map(|m| st.progress.get(&m.id).map(|p| (p.match_index, m.id)))
+        .max()
+        .map(|(_, id)| id)
+}
+
+/// Transfers leadership to `target` (0: the most up-to-date voter); returns the new leader.
+pub async fn transfer(node: &NodeHandle, target: NodeId) -> Result<NodeId, Status> {
+    if let Some(mut c) = leader_client(node).await? {
+        return Ok(c
+            .transfer_leadership(TransferLeadershipRequest { target_id: target })
+            .await?
+            .into_inner()
+            .leader_id);
+    }
+    let st = node.status();
+    let target = if target == 0 {
+        most_up_to_date_voter(&st, st.id)
+            .ok_or_else(|| Status::failed_precondition("etcdserver: no other voter"))?
+    } else {
+        target
+    };
+    if target == st.id {
+        return Ok(target);
+    }
+    match st.member(target) {
+        None => return Err(ServerError::MemberNotFound.into()),
+        Some(m) if m.is_learner => {
+            return Err(Status::failed_precondition(
+                "etcdserver: cannot transfer leadership to a learner",
+            ));
+        }
+        Some(_) => {}
+    }
+    Ok(node.transfer_leader(target).await?)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        observe(
+            &self.node,
+            "Admin/Status",
+            Ok(Response::new(status(&self.node))),
+        )
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<AddLearnerRequest>,
+    ) -> Result<Response<AddLearnerResponse>, Status> {
+        let r = add_learner(&self.node, request.into_inner())
+            .await
+            .map(|id| {
+                Response::new(AddLearnerResponse {
+                    member_id: id,
+                    members: admin_members(&self.node.status()),
+                })
+            });
+        observe(&self.node, "Admin/AddLearner", r)
+    }
+
+    async fn promote_learner(
+        &self,
+        request: Request<PromoteLearnerRequest>,
+    ) -> Result<Response<PromoteLearnerResponse>, Status> {
+        let r = promote(&self.node, request.into_inner().member_id)
+            .await
+            .map(|()| {
+                Response::new(PromoteLearnerResponse {
+                    members: admin_members(&self.node.status()),
+                })
+            });
+        observe(&self.node, "Admin/PromoteLearner", r)
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<RemoveMemberRequest>,
+    ) -> Result<Response<RemoveMemberResponse>, Status> {
+        let r = remove(&self.node, request.into_inner().member_id)
+            .await
+            .map(|()| {
+                Response::new(RemoveMemberResponse {
+                    members: admin_members(&self.node.status()),
+                })
+            });
+        observe(&self.node, "Admin/RemoveMember", r)
+    }
+
+    async fn transfer_leadership(
+        &self,
+        request: Request<TransferLeadershipRequest>,
+    ) -> Result<Response<TransferLeadershipResponse>, Status> {
+        let r = transfer(&self.node, request.into_inner().target_id)
+            .await
+            .map(|leader_id| Response::new(TransferLeadershipResponse { leader_id }));
+        observe(&self.node, "Admin/TransferLeadership", r)
+    }
+}

@@ -1,0 +1,173 @@
+//! etcd's Cluster service: MemberList, MemberAdd, MemberRemove, MemberPromote, MemberUpdate.
+//!
+//! MemberAdd without `--learner` is refused: adding a voter that has not started (and so has
+//! no log) lowers availability at once — a 3-member cluster with one unstarted voter has 4
+//! voters and loses quorum with the next failure — and Flotilla's single-server rule is that
+//! every member joins as a learner and is promoted once caught up. The error says so.
+//!
+//! MemberUpdate checks its request as etcd does (an unknown id is etcd's "member not found",
+//! NOT_FOUND; peer URLs are required and may not belong to another member) and then refuses
+//! with UNIMPLEMENTED: a change of peer URLs must reach every member through the Raft log, the
+//! core accepts no configuration change that leaves the voter set as it is, and the apply loop
+//! does not yet apply a member-update entry. Remove and re-add the member instead.
+
+use flotilla_proto::admin::AddLearnerRequest;
+use flotilla_proto::etcdserverpb::cluster_server::Cluster;
+use flotilla_proto::etcdserverpb::{
+    Member as EtcdMember, MemberAddRequest, MemberAddResponse, MemberListRequest,
+    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
+    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::{admin, header, observe};
+use crate::server::NodeStatus;
+use crate::server::errors::ServerError;
+use crate::server::handle::NodeHandle;
+
+/// Refuses a MemberUpdate that etcd refuses: unknown member, no peer URLs, or a peer URL that
+/// another member already uses.
+fn check_member_update(st: &NodeStatus, req: &MemberUpdateRequest) -> Result<(), Status> {
+    if st.member(req.id).is_none() {
+        return Err(ServerError::MemberNotFound.into());
+    }
+    if req.peer_ur_ls.is_empty() {
+        return Err(Status::invalid_argument(
+            "etcdserver: peer URLs are required",
+        ));
+    }
+    if st
+        .members
+        .iter()
+        .filter(|m| m.id != req.id)
+        .any(|m| m.peer_urls.iter().any(|u| req.peer_ur_ls.contains(u)))
+    {
+        return Err(ServerError::MemberExists.into());
+    }
+    Ok(())
+}
+
+/// The Cluster service.
+#[derive(Clone)]
+pub struct ClusterService {
+    node: NodeHandle,
+}
+
+impl ClusterService {
+    /// Creates the service.
+    pub fn new(node: NodeHandle) -> Self {
+        ClusterService { node }
+    }
+
+    fn members(&self) -> Vec<EtcdMember> {
+        self.node
+            .status()
+            .members
+            .into_iter()
+            .map(|m| EtcdMember {
+                id: m.id,
+                name: m.name,
+                peer_ur_ls: m.peer_urls,
+                client_ur_ls: m.client_urls,
+                is_learner: m.is_learner,
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let req = request.into_inner();
+        let r = async {
+            if !req.is_learner {
+                return Err(Status::failed_precondition(
+                    "etcdserver: flotilla adds members as learners only: use `member add \
+                     --learner`, start the member, then `member promote` once it caught up",
+                ));
+            }
+            let id = admin::add_learner(
+                &self.node,
+                AddLearnerRequest {
+                    name: String::new(),
+                    peer_urls: req.peer_ur_ls.clone(),
+                    client_urls: Vec::new(),
+                },
+            )
+            .await?;
+            Ok(MemberAddResponse {
+                header: Some(header(&self.node, 0)),
+                member: Some(EtcdMember {
+                    id,
+                    name: String::new(),
+                    peer_ur_ls: req.peer_ur_ls,
+                    client_ur_ls: Vec::new(),
+                    is_learner: true,
+                }),
+                members: self.members(),
+            })
+        }
+        .await;
+        observe(&self.node, "MemberAdd", r).map(Response::new)
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let id = request.into_inner().id;
+        let r = async {
+            admin::remove(&self.node, id).await?;
+            Ok(MemberRemoveResponse {
+                header: Some(header(&self.node, 0)),
+                members: self.members(),
+            })
+        }
+        .await;
+        observe(&self.node, "MemberRemove", r).map(Response::new)
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let req = request.into_inner();
+        let r = check_member_update(&self.node.status(), &req).and_then(|()| {
+            Err(Status::unimplemented(
+                "etcdserver: changing a member's peer URLs is not supported; remove and re-add \
+                 the member",
+            ))
+        });
+        observe(&self.node, "MemberUpdate", r).map(Response::new)
+    }
+
+    async fn member_list(
+        &self,
+        _request: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        let r = Ok(MemberListResponse {
+            header: Some(header(&self.node, 0)),
+            members: self.members(),
+        });
+        observe(&self.node, "MemberList", r).map(Response::new)
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let id = request.into_inner().id;
+        let r = async {
+            admin::promote(&self.node, id).await?;
+            Ok(MemberPromoteResponse {
+                header: Some(header(&self.node, 0)),
+                members: self.members(),
+            })
+        }
+        .await;
+        observe(&self.node, "MemberPromote", r).map(Response::new)
+    }
+}

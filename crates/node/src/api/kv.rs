@@ -1,0 +1,199 @@
+//! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
+//!
+//! Writes become an `internal::Request`, replicated through Raft (forwarded if this member is
+//! not the leader), and answer with what the state machine produced when it applied them.
+//! Reads run against the local state machine: immediately for `serializable`, after a
+//! ReadIndex barrier otherwise — so any member serves linearizable reads, and one cut off from
+//! the majority fails them (`etcdserver: request timed out` / `no leader`) instead of serving
+//! stale data.
+
+use flotilla_proto::etcdserverpb::kv_server::Kv;
+use flotilla_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use flotilla_proto::internal;
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+
+use super::{header, observe};
+use crate::server::ServerError;
+use crate::server::handle::NodeHandle;
+
+/// The KV service.
+#[derive(Clone)]
+pub struct KvService {
+    node: NodeHandle,
+}
+
+impl KvService {
+    /// Creates the service.
+    pub fn new(node: NodeHandle) -> Self {
+        KvService { node }
+    }
+
+    async fn range_inner(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
+        if req.key.is_empty() {
+            return Err(Status::invalid_argument("etcdserver: key is not provided"));
+        }
+        check_range(&req.key, &req.range_end)?;
+        if req.encoded_len() > self.node.max_request_bytes {
+            return Err(ServerError::TooLarge.into());
+        }
+        if !req.serializable {
+            self.node.linearizable_barrier().await?;
+        }
+        let mut resp = {
+            let sm = self
+                .node
+                .sm
+                .read()
+                .map_err(|_| Status::internal("state machine lock poisoned"))?;
+            sm.range(&req)?
+        };
+        let rev = resp.header.as_ref().map(|h| h.revision).unwrap_or(0);
+        resp.header = Some(header(&self.node, rev));
+        Ok(resp)
+    }
+
+    async fn write(&self, op: internal::request::Op) -> Result<internal::response::Op, Status> {
+        let req = internal::Request {
+            id: rand::random(),
+            op: Some(op),
+        };
+        let resp = self.node.write(&req).await?;
+        match resp.op {
+            Some(internal::response::Op::Error(e)) => {
+                Err(Status::new(tonic::Code::from_i32(e.code), e.message))
+            }
+            Some(op) => Ok(op),
+            None => Err(Status::internal("empty response from the state machine")),
+        }
+    }
+}
+
+/// etcd treats `range_end` "\0" as "every key ≥ key" and an empty one as "just key"; a
+/// non-empty end at or before the key selects nothing in etcd, which hides client bugs — we
+/// refuse it instead.
+fn check_range(key: &[u8], range_end: &[u8]) -> Result<(), Status> {
+    if !range_end.is_empty() && range_end != [0u8] && range_end <= key {
+        return Err(Status::invalid_argument(
+            "etcdserver: invalid range: range_end must be greater than key",
+        ));
+    }
+    Ok(())
+}
+
+fn wrong_op() -> Status {
+    Status::internal("the state machine answered with the wrong kind of response")
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let r = self.range_inner(request.into_inner()).await;
+        observe(&self.node, "Range", r).map(Response::new)
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        let r = async {
+            if req.key.is_empty() {
+                return Err(Status::invalid_argument("etcdserver: key is not provided"));
+            }
+            match self.write(internal::request::Op::Put(req)).await? {
+                internal::response::Op::Put(mut p) => {
+                    let rev = p.header.as_ref().map(|h| h.revision).unwrap_or(0);
+                    p.header = Some(header(&self.node, rev));
+                    Ok(p)
+                }
+                _ => Err(wrong_op()),
+            }
+        }
+        .await;
+        observe(&self.node, "Put", r).map(Response::new)
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = request.into_inner();
+        let r = async {
+            if req.key.is_empty() {
+                return Err(Status::invalid_argument("etcdserver: key is not provided"));
+            }
+            check_range(&req.key, &req.range_end)?;
+            match self.write(internal::request::Op::DeleteRange(req)).await? {
+                internal::response::Op::DeleteRange(mut p) => {
+                    let rev = p.header.as_ref().map(|h| h.revision).unwrap_or(0);
+                    p.header = Some(header(&self.node, rev));
+                    Ok(p)
+                }
+                _ => Err(wrong_op()),
+            }
+        }
+        .await;
+        observe(&self.node, "DeleteRange", r).map(Response::new)
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = request.into_inner();
+        let r = async {
+            if req.compare.len() + req.success.len().max(req.failure.len()) > 128 {
+                return Err(Status::invalid_argument(
+                    "etcdserver: too many operations in txn request",
+                ));
+            }
+            match self.write(internal::request::Op::Txn(req)).await? {
+                internal::response::Op::Txn(mut p) => {
+                    let rev = p.header.as_ref().map(|h| h.revision).unwrap_or(0);
+                    p.header = Some(header(&self.node, rev));
+                    Ok(p)
+                }
+                _ => Err(wrong_op()),
+            }
+        }
+        .await;
+        observe(&self.node, "Txn", r).map(Response::new)
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let req = request.into_inner();
+        let r = async {
+            match self.write(internal::request::Op::Compaction(req)).await? {
+                internal::response::Op::Compaction(mut p) => {
+                    let rev = p.header.as_ref().map(|h| h.revision).unwrap_or(0);
+                    p.header = Some(header(&self.node, rev));
+                    Ok(p)
+                }
+                _ => Err(wrong_op()),
+            }
+        }
+        .await;
+        observe(&self.node, "Compact", r).map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_checked() {
+        assert!(check_range(b"a", b"").is_ok());
+        assert!(check_range(b"a", b"\0").is_ok());
+        assert!(check_range(b"a", b"b").is_ok());
+        assert_eq!(
+            check_range(b"b", b"a").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert!(check_range(b"a", b"a").is_err());
+    }
+}

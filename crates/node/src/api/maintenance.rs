@@ -1,0 +1,233 @@
+//! etcd's Maintenance service: Status, MoveLeader, Alarm, Defragment, Hash, HashKV, Snapshot.
+//!
+//! Alarms: Flotilla raises none (no space quota yet), so the list is honestly empty — etcdctl
+//! `endpoint health` consults it. Defragment has nothing to do on sled and succeeds. Hash and
+//! HashKV hash the local store (HashKV up to any revision not compacted), so `endpoint hashkv`
+//! compares members.
+//!
+//! Snapshot streams this member's state in etcd's framing: 32 KiB chunks whose
+//! `remaining_bytes` counts down to 0, then one last message whose blob is the SHA-256 of
+//! everything sent before it (etcd's `v3rpc.Snapshot` contract; etcdctl's `snapshot save`
+//! writes every blob, trailer included, to the file). The image is Flotilla's own snapshot
+//! envelope — the one a Raft snapshot carries (member metadata and the MVCC tree) — taken under
+//! the state machine's read lock, so it is one point in time — followed by zero bytes up to a
+//! multiple of 512, because etcdctl's `snapshot save` only accepts a stream whose length modulo
+//! 512 is the 32-byte digest (a bbolt file, made of 4 KiB pages, always is). The envelope
+//! records its own lengths, so the padding is unambiguous. It is not a bbolt file: etcdctl's
+//! `snapshot status` and `snapshot restore` cannot read it.
+
+use std::pin::Pin;
+
+use flotilla_proto::etcdserverpb::maintenance_server::Maintenance;
+use flotilla_proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
+    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
+use sha2::Digest as _;
+use tonic::{Request, Response, Status};
+
+use super::{admin, header, observe};
+use crate::server::handle::NodeHandle;
+use crate::server::members::{self, Members};
+
+/// The version string reported by Status: etcdctl prints it, and clients compare it.
+pub const VERSION: &str = "3.4.0";
+
+/// The Maintenance service.
+#[derive(Clone)]
+pub struct MaintenanceService {
+    node: NodeHandle,
+}
+
+impl MaintenanceService {
+    /// Creates the service.
+    pub fn new(node: NodeHandle) -> Self {
+        MaintenanceService { node }
+    }
+}
+
+impl MaintenanceService {
+    fn local_hash(&self) -> Result<(u32, i64, i64), Status> {
+        let sm = self
+            .node
+            .sm
+            .read()
+            .map_err(|_| Status::internal("state machine lock poisoned"))?;
+        sm.hash().map_err(Status::internal)
+    }
+
+    /// The hash of the keyspace up to `rev` (0: current), the compact and current revisions.
+    fn local_hash_at(&self, rev: i64) -> Result<(u32, i64, i64), Status> {
+        let sm = self
+            .node
+            .sm
+            .read()
+            .map_err(|_| Status::internal("state machine lock poisoned"))?;
+        let store = sm.store();
+        let hash = store
+            .hash_at(rev)
+            .map_err(|e| Status::new(e.grpc_code(), e.grpc_message()))?;
+        Ok((hash, store.compact_revision(), store.current_revision()))
+    }
+}
+
+/// Size of one Snapshot message's blob, as etcd sends.
+pub const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+/// etcdctl requires the streamed image to be a whole number of these.
+const SNAPSHOT_ALIGN: usize = 512;
+
+/// This member's snapshot image: the member metadata and the state machine, read under the
+/// state machine's read lock (applies take the write lock), so the keyspace is one point in
+/// time.
+fn snapshot_image(node: &NodeHandle) -> Result<Vec<u8>, Status> {
+    let sm = node
+        .sm
+        .read()
+        .map_err(|_| Status::internal("state machine lock poisoned"))?;
+    let state = sm.snapshot().map_err(Status::internal)?;
+    let mut ms = Members::default();
+    for m in node.status().members {
+        ms.upsert(m);
+    }
+    let mut image = members::encode_snapshot(&ms, &state);
+    image.resize(image.len().next_multiple_of(SNAPSHOT_ALIGN), 0);
+    Ok(image)
+}
+
+/// The messages of a Snapshot stream for `image`: chunks with the bytes still to come, then
+/// the SHA-256 trailer with `remaining_bytes` 0.
+pub fn snapshot_frames(
+    image: Vec<u8>,
+    first_header: Option<flotilla_proto::etcdserverpb::ResponseHeader>,
+) -> impl Iterator<Item = SnapshotResponse> + Send + 'static {
+    let digest = sha2::Sha256::digest(&image).to_vec();
+    let image = bytes::Bytes::from(image);
+    let total = image.len();
+    let mut header = first_header;
+    (0..total.div_ceil(SNAPSHOT_CHUNK))
+        .map(move |i| {
+            let start = i * SNAPSHOT_CHUNK;
+            let end = (start + SNAPSHOT_CHUNK).min(total);
+            SnapshotResponse {
+                header: header.take(),
+                remaining_bytes: (total - end) as u64,
+                blob: image.slice(start..end).to_vec(),
+            }
+        })
+        .chain(std::iter::once(SnapshotResponse {
+            header: None,
+            remaining_bytes: 0,
+            blob: digest,
+        }))
+}
+
+type SnapshotStream =
+    Pin<Box<dyn futures::Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        _request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        let r = Ok(AlarmResponse {
+            header: Some(header(&self.node, 0)),
+            alarms: Vec::new(),
+        });
+        observe(&self.node, "Alarm", r).map(Response::new)
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let st = self.node.status();
+        let is_learner = st.member(st.id).is_some_and(|m| m.is_learner);
+        let r = Ok(StatusResponse {
+            header: Some(header(&self.node, 0)),
+            version: VERSION.to_string(),
+            db_size: st.db_size,
+            leader: st.leader,
+            raft_index: st.commit,
+            raft_term: st.term,
+            raft_applied_index: st.applied,
+            errors: Vec::new(),
+            db_size_in_use: st.db_size,
+            is_learner,
+        });
+        observe(&self.node, "Status", r).map(Response::new)
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        let r = Ok(DefragmentResponse {
+            header: Some(header(&self.node, 0)),
+        });
+        observe(&self.node, "Defragment", r).map(Response::new)
+    }
+
+    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let r = self.local_hash().map(|(hash, _, _)| HashResponse {
+            header: Some(header(&self.node, 0)),
+            hash,
+        });
+        observe(&self.node, "Hash", r).map(Response::new)
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let rev = request.into_inner().revision;
+        let r = self
+            .local_hash_at(rev)
+            .map(|(hash, compact_revision, current)| HashKvResponse {
+                header: Some(header(&self.node, current)),
+                hash,
+                compact_revision,
+            });
+        observe(&self.node, "HashKV", r).map(Response::new)
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let node = self.node.clone();
+        let r = match tokio::task::spawn_blocking(move || snapshot_image(&node)).await {
+            Ok(r) => r,
+            Err(e) => Err(Status::internal(format!("snapshot task failed: {e}"))),
+        }
+        .map(|image| {
+            let frames = snapshot_frames(image, Some(header(&self.node, 0)));
+            Response::new(Box::pin(futures::stream::iter(frames.map(Ok))) as SnapshotStream)
+        });
+        observe(&self.node, "Snapshot", r)
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        let r = async {
+            if target == 0 {
+                return Err(Status::invalid_argument(
+                    "etcdserver: bad leader transferee",
+                ));
+            }
+            admin::transfer(&self.node, target).await?;
+            Ok(MoveLeaderResponse {
+                header: Some(header(&self.node, 0)),
+            })
+        }
+        .await;
+        observe(&self.node, "MoveLeader", r).map(Response::new)
+    }
+}

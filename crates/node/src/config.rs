@@ -1,0 +1,274 @@
+//! Command-line configuration of `flotilla node` and `flotilla dev`.
+//!
+//! Every flag has an environment fallback (`FLOTILLA_*`) so a StatefulSet can configure a pod
+//! from its ordinal and the headless Service's DNS names without templating a command line.
+//! Parsing here only checks syntax; [`NodeConfig::validate`] checks what depends on several
+//! flags at once, so a bad combination is refused before anything touches the data dir.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The `flotilla` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flotilla",
+    version,
+    about = "A Raft-replicated, etcd-compatible key-value store"
+)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one cluster member.
+    Node(Box<NodeConfig>),
+    /// Run a local cluster of several members on loopback (for trying Flotilla out).
+    Dev(DevConfig),
+}
+
+/// Flags of `flotilla node`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeConfig {
+    /// Human-readable member name (unique in the cluster).
+    #[arg(long, env = "FLOTILLA_NAME", default_value = "default")]
+    pub name: String,
+    /// Directory holding this member's data (Raft log, key-value data, identity).
+    #[arg(long, env = "FLOTILLA_DATA_DIR", default_value = "default.flotilla")]
+    pub data_dir: PathBuf,
+    /// Address the etcd v3 client API listens on.
+    #[arg(long, env = "FLOTILLA_LISTEN_CLIENT", default_value = "127.0.0.1:2379")]
+    pub listen_client: SocketAddr,
+    /// Address the peer (Raft) API listens on.
+    #[arg(long, env = "FLOTILLA_LISTEN_PEER", default_value = "127.0.0.1:2380")]
+    pub listen_peer: SocketAddr,
+    /// Address of the metrics and health HTTP server.
+    #[arg(
+        long,
+        env = "FLOTILLA_LISTEN_METRICS",
+        default_value = "127.0.0.1:9379"
+    )]
+    pub listen_metrics: SocketAddr,
+    /// Client URL other members and clients should use (default: http://<listen-client>).
+    #[arg(long, env = "FLOTILLA_ADVERTISE_CLIENT")]
+    pub advertise_client: Option<String>,
+    /// Peer URL other members should use (default: http://<listen-peer>).
+    #[arg(long, env = "FLOTILLA_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
+    /// Bootstrap members, `name=http://host:port,…` (this member must be one of them).
+    /// Without it (and without --join) a new member bootstraps a one-member cluster. When the
+    /// data dir already holds a member, the cluster it describes must be the one on the volume.
+    #[arg(long, env = "FLOTILLA_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Join an existing cluster as a learner through the admin API of one of these client
+    /// endpoints (`host:port,…`). Ignored when the data dir already holds a member.
+    #[arg(long, env = "FLOTILLA_JOIN", conflicts_with = "initial_cluster")]
+    pub join: Option<String>,
+    /// Token mixed into the cluster id, so two clusters bootstrapped from the same member list
+    /// get different ids and refuse each other's messages.
+    #[arg(
+        long,
+        env = "FLOTILLA_CLUSTER_TOKEN",
+        default_value = "flotilla-cluster"
+    )]
+    pub cluster_token: String,
+    /// Length of one Raft tick in milliseconds.
+    #[arg(long, env = "FLOTILLA_TICK_MS", default_value_t = 100)]
+    pub tick_ms: u64,
+    /// Election timeout in ticks (randomised in [n, 2n)).
+    #[arg(long, env = "FLOTILLA_ELECTION_TICKS", default_value_t = 10)]
+    pub election_ticks: u32,
+    /// Heartbeat interval in ticks.
+    #[arg(long, env = "FLOTILLA_HEARTBEAT_TICKS", default_value_t = 1)]
+    pub heartbeat_ticks: u32,
+    /// Take a snapshot and compact the log after this many applied entries.
+    #[arg(long, env = "FLOTILLA_SNAPSHOT_THRESHOLD", default_value_t = 10_000)]
+    pub snapshot_threshold: u64,
+    /// Largest client request accepted, in bytes (etcd's default: 1.5 MiB).
+    #[arg(long, env = "FLOTILLA_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// How long a linearizable request waits for the cluster before failing, in milliseconds.
+    #[arg(long, env = "FLOTILLA_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
+    pub request_timeout_ms: u64,
+}
+
+/// Flags of `flotilla dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevConfig {
+    /// Directory for the members' data (default: a temporary directory removed on exit).
+    #[arg(long, env = "FLOTILLA_DEV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of members.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// First client port; member i uses base+2i (client) and base+2i+1 (peer), metrics at
+    /// base+7000+i.
+    #[arg(long, default_value_t = 2379)]
+    pub base_port: u16,
+    /// Tick length passed to the members, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub tick_ms: u64,
+}
+
+/// One member of `--initial-cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    /// Its name.
+    pub name: String,
+    /// Its peer URL.
+    pub peer_url: String,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--initial-cluster` does not parse.
+    #[error("--initial-cluster: {0}")]
+    InitialCluster(String),
+    /// A timing flag is out of range.
+    #[error("{0}")]
+    Timing(String),
+}
+
+impl NodeConfig {
+    /// The client URL advertised to others.
+    pub fn client_url(&self) -> String {
+        self.advertise_client
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen_client))
+    }
+
+    /// The peer URL advertised to others.
+    pub fn peer_url(&self) -> String {
+        self.advertise_peer
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen_peer))
+    }
+
+    /// The tick interval.
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms.max(1))
+    }
+
+    /// The timeout of linearizable requests.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.max(1))
+    }
+
+    /// Checks flag combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tick_ms == 0 {
+            return Err(ConfigError::Timing("--tick-ms must be positive".into()));
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return Err(ConfigError::Timing(
+                "--election-ticks must be greater than --heartbeat-ticks (> 0)".into(),
+            ));
+        }
+        if let Some(ic) = &self.initial_cluster {
+            let members = parse_initial_cluster(ic)?;
+            if !members.iter().any(|m| m.name == self.name) {
+                return Err(ConfigError::InitialCluster(format!(
+                    "this member ({}) is not listed",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `name=url,name=url`.
+pub fn parse_initial_cluster(s: &str) -> Result<Vec<InitialMember>, ConfigError> {
+    let mut out: Vec<InitialMember> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| ConfigError::InitialCluster(format!("`{part}` is not name=url")))?;
+        if name.is_empty() || url.is_empty() {
+            return Err(ConfigError::InitialCluster(format!(
+                "`{part}` is not name=url"
+            )));
+        }
+        if out.iter().any(|m| m.name == name) {
+            return Err(ConfigError::InitialCluster(format!(
+                "member {name} is listed twice"
+            )));
+        }
+        out.push(InitialMember {
+            name: name.to_string(),
+            peer_url: url.to_string(),
+        });
+    }
+    if out.is_empty() {
+        return Err(ConfigError::InitialCluster("no member listed".into()));
+    }
+    Ok(out)
+}
+
+/// FNV-1a: a stable hash for ids derived from names (std's `DefaultHasher` is not stable
+/// across releases, and ids are written to disk).
+pub fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0u8)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    // 0 means "nobody" in the core.
+    if h == 0 { 1 } else { h }
+}
+
+/// The cluster id of a bootstrapped cluster: derived from the token and the member list, the
+/// same on every bootstrap member without any communication.
+pub fn bootstrap_cluster_id(token: &str, members: &[InitialMember]) -> u64 {
+    let mut sorted: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url))
+        .collect();
+    sorted.sort();
+    let mut parts: Vec<&str> = vec![token];
+    parts.extend(sorted.iter().map(String::as_str));
+    stable_hash(&parts)
+}
+
+/// The member id of a bootstrap member. Bootstrap members must agree on each other's ids
+/// before they can talk, so (like etcd) the id is derived from the cluster id and the name;
+/// members that join later get random ids.
+pub fn bootstrap_member_id(cluster_id: u64, name: &str) -> u64 {
+    stable_hash(&[&cluster_id.to_string(), name])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_and_rejects_garbage() {
+        let m = parse_initial_cluster("a=http://h:1, b=http://h:2").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].name, "b");
+        assert!(parse_initial_cluster("a").is_err());
+        assert!(parse_initial_cluster("a=x,a=y").is_err());
+        assert!(parse_initial_cluster("").is_err());
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let m = parse_initial_cluster("a=http://h:1,b=http://h:2").unwrap();
+        let c1 = bootstrap_cluster_id("t", &m);
+        let mut r = m.clone();
+        r.reverse();
+        assert_eq!(c1, bootstrap_cluster_id("t", &r));
+        assert_ne!(c1, bootstrap_cluster_id("u", &m));
+        assert_ne!(bootstrap_member_id(c1, "a"), bootstrap_member_id(c1, "b"));
+        assert_ne!(bootstrap_member_id(c1, "a"), 0);
+    }
+}

@@ -1,0 +1,71 @@
+//! The metrics and health HTTP server (`--listen-metrics`).
+//!
+//! Separate from the client port so a scrape or a kubelet probe never competes with client
+//! traffic for a gRPC connection, and so the probes work even when gRPC is wedged.
+//! `/healthz` says the process is alive; `/readyz` says this member has a known leader and has
+//! applied everything that was committed when it first saw one (a fresh learner is not ready
+//! until it has caught up, so a Service does not send it clients that would wait).
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::server::NodeStatus;
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Metrics,
+    status: watch::Receiver<NodeStatus>,
+}
+
+/// The router, separate from [`serve`] so tests can drive it without a socket.
+pub fn router(metrics: Metrics, status: watch::Receiver<NodeStatus>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(HttpState { metrics, status })
+}
+
+async fn metrics_handler(State(s): State<HttpState>) -> (StatusCode, String) {
+    (StatusCode::OK, s.metrics.render())
+}
+
+async fn ready_handler(State(s): State<HttpState>) -> (StatusCode, String) {
+    let st = s.status.borrow().clone();
+    if st.ready() {
+        (StatusCode::OK, "ready\n".into())
+    } else if st.leader == 0 {
+        (StatusCode::SERVICE_UNAVAILABLE, "no leader\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "catching up: applied {} of {}\n",
+                st.applied, st.ready_commit_target
+            ),
+        )
+    }
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    status: watch::Receiver<NodeStatus>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics, status))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds the metrics listener (separately, so a port conflict fails start-up at once).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,46 @@
+//! The `flotilla` binary: `flotilla node …` runs one member, `flotilla dev` a local cluster.
+
+use clap::Parser;
+use flotilla_node::config::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FLOTILLA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Node(cfg) => flotilla_node::node::run(*cfg, shutdown_signal()).await,
+            Command::Dev(dev) => flotilla_node::dev::run(dev, shutdown_signal()).await,
+        }
+    })
+}

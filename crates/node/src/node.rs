@@ -1,0 +1,491 @@
+//! Starting and stopping one member: identity, storage, the Raft loop, the servers.
+//!
+//! Start-up decides who this member is before anything listens: an identity on the volume wins
+//! (a restart); otherwise `--initial-cluster` bootstraps (ids derived from the token and the
+//! member list, so bootstrap members agree without talking) or `--join` asks an existing
+//! member's Admin service to add this one as a learner (random id chosen by the leader). The
+//! identity is written before the first message is sent, and a volume that belongs to another
+//! cluster is refused rather than re-initialised.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use flotilla_proto::admin::admin_client::AdminClient;
+use flotilla_proto::admin::{AddLearnerRequest, StatusRequest};
+use flotilla_raft::{ConfState, EntryKind, NodeId, RawNode, Storage};
+use tokio::sync::watch;
+
+use crate::api;
+use crate::config::{self, NodeConfig};
+use crate::metrics::Metrics;
+use crate::mvcc::MvccStore;
+use crate::server::NodeStatus;
+use crate::server::handle::NodeHandle;
+use crate::server::members::{self, Member, Members};
+use crate::server::raft_loop::{LoopSettings, RaftLoop, decode_member_context};
+use crate::server::sm::StateMachine;
+use crate::storage::{MemberIdentity, SledLogStore};
+use crate::transport::{PeerClients, Transport, server::PeerService};
+use flotilla_raft::Role;
+
+/// gRPC overhead allowed on top of `--max-request-bytes` (as etcd does), so an oversized
+/// request reaches our check and gets etcd's error instead of a transport error.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+const META_TREE: &str = "flotilla_node_meta";
+const BOOTSTRAP_MEMBERS_KEY: &[u8] = b"bootstrap_members";
+
+/// Who this member is.
+struct Identity {
+    cluster_id: u64,
+    member_id: NodeId,
+}
+
+fn load_meta_members(db: &sled::Db) -> anyhow::Result<Members> {
+    let tree = db.open_tree(META_TREE)?;
+    match tree.get(BOOTSTRAP_MEMBERS_KEY)? {
+        Some(v) => Ok(serde_json::from_slice(&v)?),
+        None => Ok(Members::default()),
+    }
+}
+
+fn store_meta_members(db: &sled::Db, m: &Members) -> anyhow::Result<()> {
+    let tree = db.open_tree(META_TREE)?;
+    tree.insert(BOOTSTRAP_MEMBERS_KEY, serde_json::to_vec(m)?)?;
+    Ok(())
+}
+
+async fn join(cfg: &NodeConfig, endpoints: &str) -> anyhow::Result<(u64, NodeId, Members)> {
+    let mut last_err = None;
+    for attempt in 0..30 {
+        for ep in endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let url = if ep.contains("://") {
+                ep.to_string()
+            } else {
+                format!("http://{ep}")
+            };
+            let r: anyhow::Result<(u64, NodeId, Members)> = async {
+                let mut c = AdminClient::connect(url.clone()).await?;
+                let st = c.status(StatusRequest {}).await?.into_inner();
+                let resp = c
+                    .add_learner(AddLearnerRequest {
+                        name: cfg.name.clone(),
+                        peer_urls: vec![cfg.peer_url()],
+                        client_urls: vec![cfg.client_url()],
+                    })
+                    .await?
+                    .into_inner();
+                let mut ms = Members::default();
+                for m in resp.members {
+                    ms.upsert(Member {
+                        id: m.id,
+                        name: m.name,
+                        peer_urls: m.peer_urls,
+                        client_urls: m.client_urls,
+                        is_learner: m.is_learner,
+                    });
+                }
+                Ok((st.cluster_id, resp.member_id, ms))
+            }
+            .await;
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::warn!(endpoint = %ep, error = %e, attempt, "join attempt failed");
+                    last_err = Some(e);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("--join lists no endpoint")))
+}
+
+async fn identity(
+    cfg: &NodeConfig,
+    db: &sled::Db,
+    store: &mut SledLogStore,
+) -> anyhow::Result<(Identity, Members)> {
+    let bootstrap_members = match &cfg.initial_cluster {
+        Some(ic) => config::parse_initial_cluster(ic)?,
+        None => vec![config::InitialMember {
+            name: cfg.name.clone(),
+            peer_url: cfg.peer_url(),
+        }],
+    };
+    let given_cluster = bootstrap_cluster_id(cfg, &bootstrap_members);
+    if let Some(id) = store.identity()? {
+        if cfg.join.is_none() && cfg.initial_cluster.is_some() {
+            // The flags describe a cluster: the volume must belong to it (DESIGN.md identity
+            // rule); a mismatch stops the start instead of merging unrelated logs.
+            store.set_identity(&MemberIdentity {
+                cluster_id: given_cluster,
+                member_id: config::bootstrap_member_id(given_cluster, &cfg.name),
+                name: cfg.name.clone(),
+            })?;
+        }
+        let members = load_meta_members(db)?;
+        return Ok((
+            Identity {
+                cluster_id: id.cluster_id,
+                member_id: id.member_id,
+            },
+            members,
+        ));
+    }
+    if let Some(endpoints) = &cfg.join {
+        let (cluster_id, member_id, members) = join(cfg, endpoints).await?;
+        store_meta_members(db, &members)?;
+        store.set_identity(&MemberIdentity {
+            cluster_id,
+            member_id,
+            name: cfg.name.clone(),
+        })?;
+        return Ok((
+            Identity {
+                cluster_id,
+                member_id,
+            },
+            members,
+        ));
+    }
+    let cluster_id = given_cluster;
+    let mut members = Members::default();
+    for m in &bootstrap_members {
+        let id = config::bootstrap_member_id(cluster_id, &m.name);
+        members.upsert(Member {
+            id,
+            name: m.name.clone(),
+            peer_urls: vec![m.peer_url.clone()],
+            client_urls: if m.name == cfg.name {
+                vec![cfg.client_url()]
+            } else {
+                Vec::new()
+            },
+            is_learner: false,
+        });
+    }
+    let member_id = config::bootstrap_member_id(cluster_id, &cfg.name);
+    store_meta_members(db, &members)?;
+    // Bootstrap first, identity last: a crash in between re-runs the same (idempotent)
+    // bootstrap on the next start.
+    store.initialize(ConfState::with_voters(members.by_id.keys().copied()))?;
+    store.set_identity(&MemberIdentity {
+        cluster_id,
+        member_id,
+        name: cfg.name.clone(),
+    })?;
+    Ok((
+        Identity {
+            cluster_id,
+            member_id,
+        },
+        members,
+    ))
+}
+
+fn bootstrap_cluster_id(cfg: &NodeConfig, members: &[config::InitialMember]) -> u64 {
+    config::bootstrap_cluster_id(&cfg.cluster_token, members)
+}
+
+/// Rebuilds member metadata on restart: the snapshot's list if there is one, then every
+/// configuration change still in the log.
+fn rebuild_members(store: &SledLogStore, mut members: Members) -> anyhow::Result<Members> {
+    let snap = store.snapshot()?;
+    if !snap.is_empty()
+        && let Ok((m, _)) = members::decode_snapshot(&snap.data)
+    {
+        members = m;
+    }
+    let (first, last) = (store.first_index()?, store.last_index()?);
+    let mut lo = first;
+    while lo <= last {
+        let batch = store.entries(lo, last + 1, 64 << 20)?;
+        if batch.is_empty() {
+            break;
+        }
+        for e in &batch {
+            if e.kind == EntryKind::ConfChange
+                && let Some(cc) = crate::server::raft_loop::decode_conf_change(&e.data)
+                && let Some(m) = decode_member_context(cc.node_id, &cc.context)
+            {
+                members.upsert(m);
+            }
+        }
+        lo = batch.last().map(|e| e.index + 1).unwrap_or(last + 1);
+    }
+    Ok(members)
+}
+
+/// Runs one member until `shutdown` resolves, then hands off leadership and stops cleanly.
+pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    cfg.validate()?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let db_dir = cfg.data_dir.join("db");
+    let db = crate::storage::open_db(&db_dir)?;
+    let mut log_store = SledLogStore::open(db.clone(), &db_dir).context("opening the Raft log")?;
+    let (ident, members) = identity(&cfg, &db, &mut log_store).await?;
+    let mut members = rebuild_members(&log_store, members)?;
+    members.upsert(Member {
+        id: ident.member_id,
+        name: cfg.name.clone(),
+        peer_urls: vec![cfg.peer_url()],
+        client_urls: vec![cfg.client_url()],
+        is_learner: false,
+    });
+    let mvcc = MvccStore::open(&db).context("opening the key-value store")?;
+    let sm = StateMachine::new(mvcc);
+    let snap_index = log_store.snapshot()?.meta.index;
+    let applied = sm.applied_index().max(snap_index);
+
+    let mut rcfg = flotilla_raft::Config::new(ident.member_id);
+    rcfg.election_tick = cfg.election_ticks;
+    rcfg.heartbeat_tick = cfg.heartbeat_ticks;
+    rcfg.applied = applied;
+    rcfg.seed = ident.member_id ^ u64::from(std::process::id());
+    let raw = RawNode::new(&rcfg, log_store).context("starting the Raft node")?;
+    let single_voter = {
+        let st = raw.status();
+        st.conf_state.voters.len() == 1 && st.conf_state.voters.contains(&ident.member_id)
+    };
+
+    let metrics = Metrics::new();
+    let (loop_tx, loop_rx) = std::sync::mpsc::channel();
+    let initial = NodeStatus {
+        id: ident.member_id,
+        cluster_id: ident.cluster_id,
+        term: 0,
+        leader: 0,
+        role: Role::Follower,
+        commit: 0,
+        applied,
+        first_index: 0,
+        last_index: 0,
+        pending_conf_index: 0,
+        members: Vec::new(),
+        progress: Default::default(),
+        ready_commit_target: 0,
+        caught_up_once: false,
+        revision: 0,
+        db_size: 0,
+    };
+    let (status_tx, status_rx) = watch::channel(initial);
+    let (applied_tx, applied_rx) = watch::channel(applied);
+    let transport = Arc::new(Transport::new(
+        ident.cluster_id,
+        ident.member_id,
+        tokio::runtime::Handle::current(),
+        loop_tx.clone(),
+        metrics.clone(),
+    ));
+    let heartbeat_sent = transport.heartbeat_sent.clone();
+    let sm = Arc::new(RwLock::new(sm));
+    let mut raft_loop = RaftLoop::new(
+        raw,
+        sm.clone(),
+        members,
+        transport,
+        metrics.clone(),
+        LoopSettings {
+            tick: cfg.tick(),
+            snapshot_threshold: cfg.snapshot_threshold,
+            cluster_id: ident.cluster_id,
+        },
+        status_tx,
+        applied_tx,
+    );
+    if single_voter {
+        // A one-voter cluster need not wait an election timeout to elect itself.
+        raft_loop.campaign();
+    }
+    let loop_thread = std::thread::Builder::new()
+        .name("raft-loop".into())
+        .spawn(move || raft_loop.run(loop_rx))?;
+
+    let handle = NodeHandle::new(
+        loop_tx,
+        status_rx.clone(),
+        applied_rx,
+        sm,
+        metrics.clone(),
+        PeerClients::default(),
+        ident.member_id,
+        cfg.name.clone(),
+        ident.cluster_id,
+        cfg.request_timeout(),
+        cfg.max_request_bytes,
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+
+    let client_listener = tokio::net::TcpListener::bind(cfg.listen_client)
+        .await
+        .with_context(|| format!("binding the client address {}", cfg.listen_client))?;
+    let peer_listener = tokio::net::TcpListener::bind(cfg.listen_peer)
+        .await
+        .with_context(|| format!("binding the peer address {}", cfg.listen_peer))?;
+    let metrics_listener = crate::http::bind(cfg.listen_metrics)
+        .await
+        .with_context(|| format!("binding the metrics address {}", cfg.listen_metrics))?;
+
+    use flotilla_proto::admin::admin_server::AdminServer;
+    use flotilla_proto::etcdserverpb::cluster_server::ClusterServer;
+    use flotilla_proto::etcdserverpb::kv_server::KvServer;
+    use flotilla_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+    use flotilla_proto::raft::peer_server::PeerServer;
+
+    // HTTP/1.1 is accepted for the JSON gateway, which shares the client port with gRPC.
+    let client_server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(crate::gateway::routes(handle.clone()))
+        .add_service(
+            KvServer::new(api::kv::KvService::new(handle.clone()))
+                .max_decoding_message_size(max_msg),
+        )
+        .add_service(ClusterServer::new(api::cluster::ClusterService::new(
+            handle.clone(),
+        )))
+        .add_service(MaintenanceServer::new(
+            api::maintenance::MaintenanceService::new(handle.clone()),
+        ))
+        .add_service(AdminServer::new(api::admin::AdminService::new(
+            handle.clone(),
+        )))
+        .add_service(
+            flotilla_proto::etcdserverpb::watch_server::WatchServer::new(
+                api::watch::WatchService::new(handle.clone()),
+            ),
+        )
+        .add_service(
+            flotilla_proto::etcdserverpb::lease_server::LeaseServer::new(
+                api::lease::LeaseService::new(handle.clone()),
+            ),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(client_listener),
+            stopped(stop_rx.clone()),
+        );
+    let peer_server = tonic::transport::Server::builder()
+        .add_service(
+            PeerServer::new(PeerService::new(handle.clone(), heartbeat_sent))
+                .max_decoding_message_size(usize::MAX),
+        )
+        .add_service(AdminServer::new(api::admin::AdminService::new(
+            handle.clone(),
+        )))
+        // Followers forward keep-alives and time-to-live queries here (api/lease.rs).
+        .add_service(
+            flotilla_proto::etcdserverpb::lease_server::LeaseServer::new(
+                api::lease::LeaseService::new(handle.clone()),
+            ),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(peer_listener),
+            stopped(stop_rx.clone()),
+        );
+    let http_server = crate::http::serve(
+        metrics_listener,
+        metrics,
+        status_rx,
+        stopped(stop_rx.clone()),
+    );
+    crate::server::lease_expiry::spawn(handle.clone());
+    let client_task = tokio::spawn(client_server);
+    let peer_task = tokio::spawn(peer_server);
+    let http_task = tokio::spawn(http_server);
+    tracing::info!(
+        member = format!("{:x}", ident.member_id),
+        cluster = format!("{:x}", ident.cluster_id),
+        client = %cfg.listen_client,
+        peer = %cfg.listen_peer,
+        metrics = %cfg.listen_metrics,
+        "member started"
+    );
+
+    let discovery = tokio::spawn(discover_client_urls(handle.clone()));
+    shutdown.await;
+    discovery.abort();
+    tracing::info!("shutting down");
+    graceful_handoff(&handle).await;
+    handle.shutdown().await;
+    let _ = stop_tx.send(true);
+    for t in [client_task, peer_task] {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    let _ = tokio::task::spawn_blocking(move || loop_thread.join()).await;
+    db.flush_async().await.ok();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Bootstrap members know each other's peer URLs (from `--initial-cluster`) but not their
+/// client URLs, which `member list` and `endpoint status --cluster` need. Each member reports
+/// its own in Admin.Status (served on the peer port too), so ask the ones we lack.
+async fn discover_client_urls(handle: NodeHandle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let missing: Vec<(NodeId, String)> = handle
+            .status()
+            .members
+            .iter()
+            .filter(|m| m.id != handle.id && m.client_urls.is_empty())
+            .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.clone())))
+            .collect();
+        for (id, url) in missing {
+            let Ok(ch) = handle.peers.channel(&url) else {
+                continue;
+            };
+            let mut c = AdminClient::new(ch);
+            let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(1), c.status(StatusRequest {})).await
+            else {
+                continue;
+            };
+            let resp = resp.into_inner();
+            if resp.id != id || resp.cluster_id != handle.cluster_id {
+                continue;
+            }
+            if let Some(me) = resp.members.into_iter().find(|m| m.id == id)
+                && !me.client_urls.is_empty()
+            {
+                let _ = handle.send(crate::server::Command::LearnMember(Member {
+                    id,
+                    name: me.name,
+                    peer_urls: Vec::new(),
+                    client_urls: me.client_urls,
+                    is_learner: false,
+                }));
+            }
+        }
+    }
+}
+
+/// A leader hands leadership to the most up-to-date voter before it stops, so the cluster
+/// does not wait an election timeout (bounded: a stuck transfer does not block shutdown).
+async fn graceful_handoff(handle: &NodeHandle) {
+    let st = handle.status();
+    if !st.is_leader() {
+        return;
+    }
+    let Some(target) = api::admin::most_up_to_date_voter(&st, st.id) else {
+        return;
+    };
+    let r = tokio::time::timeout(Duration::from_secs(3), handle.transfer_leader(target)).await;
+    match r {
+        Ok(Ok(_)) => tracing::info!(to = format!("{target:x}"), "leadership handed off"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "leadership hand-off failed"),
+        Err(_) => tracing::warn!("leadership hand-off timed out"),
+    }
+}

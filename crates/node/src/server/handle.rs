@@ -1,0 +1,237 @@
+//! [`NodeHandle`]: what the client APIs and the transport hold to talk to the Raft loop.
+//!
+//! It hides where a request is served: a write proposed on a follower goes to the leader over
+//! `Peer.Forward`; a linearizable read asks for a ReadIndex and waits until the local state
+//! machine has applied up to it. Every wait is bounded by `--request-timeout-ms`, so a member
+//! cut off from the majority answers with an error instead of hanging or serving stale data.
+
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use flotilla_raft::{ConfChange, NodeId};
+use prost::Message as _;
+use tokio::sync::{oneshot, watch};
+
+use super::sm::StateMachine;
+use super::{Command, NodeStatus, ServerError};
+use crate::metrics::Metrics;
+use crate::transport::PeerClients;
+
+/// Shared by every API service.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: Sender<Command>,
+    /// The latest published status.
+    pub status: watch::Receiver<NodeStatus>,
+    /// The applied index.
+    pub applied: watch::Receiver<u64>,
+    /// The state machine, for local reads.
+    pub sm: Arc<RwLock<StateMachine>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Clients to peers, for forwarding.
+    pub peers: PeerClients,
+    /// This member.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// Bound on every wait.
+    pub request_timeout: Duration,
+    /// Largest accepted request.
+    pub max_request_bytes: usize,
+}
+
+impl NodeHandle {
+    /// Creates a handle.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tx: Sender<Command>,
+        status: watch::Receiver<NodeStatus>,
+        applied: watch::Receiver<u64>,
+        sm: Arc<RwLock<StateMachine>>,
+        metrics: Metrics,
+        peers: PeerClients,
+        id: NodeId,
+        name: String,
+        cluster_id: u64,
+        request_timeout: Duration,
+        max_request_bytes: usize,
+    ) -> Self {
+        NodeHandle {
+            tx,
+            status,
+            applied,
+            sm,
+            metrics,
+            peers,
+            id,
+            name,
+            cluster_id,
+            request_timeout,
+            max_request_bytes,
+        }
+    }
+
+    /// Sends a command to the loop.
+    pub fn send(&self, cmd: Command) -> Result<(), ServerError> {
+        self.tx.send(cmd).map_err(|_| ServerError::Stopped)
+    }
+
+    /// The current status.
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ServerError>>) -> Command,
+        timeout: Duration,
+    ) -> Result<T, ServerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Waits (bounded) until a leader is known and returns it.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<NodeId, ServerError> {
+        let mut rx = self.status.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(|s| s.leader != 0)).await {
+            Ok(Ok(s)) => Ok(s.leader),
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::NoLeader),
+        }
+    }
+
+    /// Proposes an encoded `internal::Request` on this member (which must lead) and returns
+    /// the encoded response once applied.
+    ///
+    /// A refusal that proposed nothing (`Busy`: a leadership transfer, or a new leader that has
+    /// not committed its first entry yet) is retried until the request timeout, as etcd makes
+    /// such requests wait rather than fail.
+    pub async fn propose_local(&self, data: Vec<u8>) -> Result<Vec<u8>, ServerError> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let data = data.clone();
+            match self
+                .ask(|reply| Command::Propose { data, reply }, left)
+                .await
+            {
+                Err(ServerError::Busy) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Replicates a write wherever the leader is: proposes it here if this member leads,
+    /// else forwards it.
+    pub async fn write(
+        &self,
+        req: &flotilla_proto::internal::Request,
+    ) -> Result<flotilla_proto::internal::Response, ServerError> {
+        let data = req.encode_to_vec();
+        if data.len() > self.max_request_bytes {
+            return Err(ServerError::TooLarge);
+        }
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let leader = self.wait_leader(self.request_timeout).await?;
+        let bytes = if leader == self.id {
+            match self.propose_local(data.clone()).await {
+                Err(ServerError::NotLeader(l)) if l != 0 => self.forward(l, data, deadline).await?,
+                r => r?,
+            }
+        } else {
+            self.forward(leader, data, deadline).await?
+        };
+        flotilla_proto::internal::Response::decode(bytes.as_slice())
+            .map_err(|e| ServerError::Forward(format!("malformed response: {e}")))
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        data: Vec<u8>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<u8>, ServerError> {
+        let url = self
+            .status
+            .borrow()
+            .member(leader)
+            .and_then(|m| m.peer_urls.first().cloned())
+            .ok_or(ServerError::NoLeader)?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(
+            left,
+            self.peers.forward(&url, self.cluster_id, self.id, data),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Waits until a linearizable read may be served locally (ReadIndex, then applied ≥ it).
+    pub async fn linearizable_barrier(&self) -> Result<(), ServerError> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        self.wait_leader(self.request_timeout).await?;
+        let index = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.ask(|reply| Command::ReadIndex { reply }, left).await {
+                Err(ServerError::Busy) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                r => break r?,
+            }
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut applied = self.applied.clone();
+        match tokio::time::timeout(left, applied.wait_for(|a| *a >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Proposes a membership change on this member (which must lead); answered once applied.
+    pub async fn conf_change(&self, change: ConfChange) -> Result<(), ServerError> {
+        self.ask(
+            |reply| Command::ConfChange { change, reply },
+            self.request_timeout,
+        )
+        .await
+    }
+
+    /// Starts a leadership transfer and waits (bounded) until `target` leads.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<NodeId, ServerError> {
+        self.ask(
+            |reply| Command::TransferLeader { target, reply },
+            self.request_timeout,
+        )
+        .await?;
+        let mut rx = self.status.clone();
+        match tokio::time::timeout(self.request_timeout, rx.wait_for(|s| s.leader == target)).await
+        {
+            Ok(Ok(_)) => Ok(target),
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Syncs and stops the loop.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Shutdown { reply: tx }).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+    }
+}

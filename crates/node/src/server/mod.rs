@@ -1,0 +1,144 @@
+//! The running member: the Raft loop that owns consensus and the state machine, the member
+//! list, and the handle through which the client APIs and the transport talk to it.
+//!
+//! Shape: exactly one thread ([`raft_loop`]) owns the `RawNode` and writes the MVCC store;
+//! everything else sends it [`Command`]s over one channel and waits on oneshot replies. One
+//! owner means no lock around consensus state, and one channel means everything that arrived
+//! while the previous Ready was being synced lands in the next Ready (group commit).
+
+pub mod errors;
+pub mod handle;
+pub mod lease_expiry;
+pub mod members;
+pub mod raft_loop;
+pub mod sm;
+
+use std::collections::BTreeMap;
+
+use flotilla_raft::{ConfChange, Message, NodeId, Role};
+use tokio::sync::oneshot;
+
+pub use errors::ServerError;
+pub use members::{Member, Members};
+
+/// What the Raft loop publishes after every Ready, for status APIs, health and routing.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// This member.
+    pub id: NodeId,
+    /// The cluster it belongs to.
+    pub cluster_id: u64,
+    /// Current term.
+    pub term: u64,
+    /// Known leader or 0.
+    pub leader: NodeId,
+    /// This member's role.
+    pub role: Role,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// First index still in the log.
+    pub first_index: u64,
+    /// Last index in the log.
+    pub last_index: u64,
+    /// Index of the latest appended configuration change (it is in flight while it is above
+    /// `commit`); the operator starts no membership change while one is.
+    pub pending_conf_index: u64,
+    /// Members with their metadata and roles (as of the latest appended configuration).
+    pub members: Vec<Member>,
+    /// Leader only: per member, (match index, recent_active, pending snapshot index).
+    pub progress: BTreeMap<NodeId, PeerProgress>,
+    /// The commit index seen when a leader was first known; ready once applied reaches it.
+    pub ready_commit_target: u64,
+    /// Whether [`NodeStatus::ready_commit_target`] was ever set.
+    pub caught_up_once: bool,
+    /// Latest MVCC revision.
+    pub revision: i64,
+    /// Size of the database on disk.
+    pub db_size: i64,
+}
+
+/// A follower's replication progress as the leader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// Highest index known replicated on the member.
+    pub match_index: u64,
+    /// Whether the member answered within the last election timeout.
+    pub recent_active: bool,
+    /// Index of the snapshot in flight to it, 0 if none.
+    pub pending_snapshot: u64,
+    /// Whether the member is a learner.
+    pub is_learner: bool,
+    /// Milliseconds since the leader last heard from it.
+    pub last_contact_ms: u64,
+}
+
+impl NodeStatus {
+    /// A member with a known leader that has applied up to the commit index it saw then.
+    pub fn ready(&self) -> bool {
+        self.leader != 0 && self.caught_up_once && self.applied >= self.ready_commit_target
+    }
+
+    /// Whether this member is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    /// The member with this id, if known.
+    pub fn member(&self, id: NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+}
+
+/// The reply to a proposal: the encoded `internal::Response` produced when it was applied.
+pub type ProposalReply = oneshot::Sender<Result<Vec<u8>, ServerError>>;
+
+/// What the Raft loop is asked to do.
+pub enum Command {
+    /// Propose an encoded `internal::Request`; answered once applied.
+    Propose {
+        /// The encoded request.
+        data: Vec<u8>,
+        /// Answered with the encoded response.
+        reply: ProposalReply,
+    },
+    /// Ask for a linearizable read point; answered with the index to wait for.
+    ReadIndex {
+        /// Answered with the read index.
+        reply: oneshot::Sender<Result<u64, ServerError>>,
+    },
+    /// Propose a membership change; answered once applied.
+    ConfChange {
+        /// The change.
+        change: ConfChange,
+        /// Answered once the change is applied.
+        reply: oneshot::Sender<Result<(), ServerError>>,
+    },
+    /// Hand leadership to `target`; answered once it leads, or with an error.
+    TransferLeader {
+        /// The new leader.
+        target: NodeId,
+        /// Answered when the transfer started (the caller polls the status for completion).
+        reply: oneshot::Sender<Result<(), ServerError>>,
+    },
+    /// A message from a peer.
+    Step(Message),
+    /// The transport could not deliver to this peer.
+    Unreachable(NodeId),
+    /// A snapshot send to this peer finished.
+    SnapshotSent {
+        /// The peer.
+        to: NodeId,
+        /// Whether it was installed.
+        ok: bool,
+    },
+    /// Metadata another member reported about itself (its client URLs), merged into the
+    /// member list; never changes who is a member.
+    LearnMember(Member),
+    /// Sync and stop.
+    Shutdown {
+        /// Answered once the store is synced.
+        reply: oneshot::Sender<()>,
+    },
+}

@@ -1,0 +1,336 @@
+//! The peer transport: Raft messages between members over gRPC (`flotilla.raft.v1.Peer`).
+//!
+//! Sending: one task per peer owns a long-lived client stream; the Raft loop only pushes into
+//! that task's bounded queue and never waits. When the queue is full or the peer is down the
+//! message is dropped and the core is told (`report_unreachable`) — Raft retransmits anyway,
+//! and an unbounded queue would only turn a slow peer into memory growth. Snapshots go on their
+//! own `InstallSnapshot` call in chunks, so a large snapshot never blocks heartbeats.
+//!
+//! Receiving ([`server::PeerService`]): every envelope names its cluster; traffic from another
+//! cluster is refused with FAILED_PRECONDITION and a malformed one with INVALID_ARGUMENT, in
+//! both cases before anything reaches the core.
+
+pub mod server;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::mpsc::Sender as StdSender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flotilla_proto::raft::peer_client::PeerClient;
+use flotilla_proto::raft::{
+    ForwardRequest, RaftEnvelope, SnapshotChunk, SnapshotHeader, snapshot_chunk,
+};
+use flotilla_raft::{Message, MessageBody, NodeId};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::metrics::Metrics;
+use crate::server::raft_loop::Outbox;
+use crate::server::{Command, ServerError};
+
+/// Messages queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 4096;
+/// Snapshot data per chunk.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+fn endpoint(url: &str) -> Result<Endpoint, String> {
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    Ok(Endpoint::from_shared(url)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5)))
+}
+
+/// Cached client channels by URL, for `Forward` (and the admin join).
+#[derive(Clone, Default)]
+pub struct PeerClients {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerClients {
+    /// A (lazily connecting) channel to `url`, shared by every caller.
+    pub fn channel(&self, url: &str) -> Result<Channel, ServerError> {
+        let mut map = self
+            .channels
+            .lock()
+            .map_err(|_| ServerError::Forward("lock poisoned".into()))?;
+        if let Some(c) = map.get(url) {
+            return Ok(c.clone());
+        }
+        let ch = endpoint(url).map_err(ServerError::Forward)?.connect_lazy();
+        map.insert(url.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    /// Hands an encoded `internal::Request` to the leader at `url`.
+    pub async fn forward(
+        &self,
+        url: &str,
+        cluster_id: u64,
+        from: NodeId,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, ServerError> {
+        let mut client = PeerClient::new(self.channel(url)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        match client
+            .forward(ForwardRequest {
+                cluster_id,
+                from,
+                request,
+            })
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().response),
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && s.message().starts_with("etcdserver:") =>
+            {
+                Err(ServerError::Forward(
+                    s.message().trim_start_matches("etcdserver: ").to_string(),
+                ))
+            }
+            Err(s) => Err(ServerError::Forward(format!(
+                "forwarding to the leader failed: {}",
+                s.message()
+            ))),
+        }
+    }
+}
+
+struct PeerLink {
+    url: String,
+    queue: mpsc::Sender<RaftEnvelope>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The sending side, plugged into the Raft loop as its [`Outbox`].
+pub struct Transport {
+    cluster_id: u64,
+    self_id: NodeId,
+    rt: tokio::runtime::Handle,
+    loop_tx: StdSender<Command>,
+    links: Mutex<HashMap<NodeId, PeerLink>>,
+    metrics: Metrics,
+    /// When the last unanswered heartbeat to each peer left, for the round-trip histogram.
+    pub(crate) heartbeat_sent: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+impl Transport {
+    /// Creates the transport; peers are set by the Raft loop.
+    pub fn new(
+        cluster_id: u64,
+        self_id: NodeId,
+        rt: tokio::runtime::Handle,
+        loop_tx: StdSender<Command>,
+        metrics: Metrics,
+    ) -> Self {
+        Transport {
+            cluster_id,
+            self_id,
+            rt,
+            loop_tx,
+            links: Mutex::new(HashMap::new()),
+            metrics,
+            heartbeat_sent: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn send_snapshot(&self, msg: Message, url: String) {
+        let loop_tx = self.loop_tx.clone();
+        let cluster_id = self.cluster_id;
+        let to = msg.to;
+        self.rt.spawn(async move {
+            let ok = match send_snapshot(&url, cluster_id, msg).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(to = format!("{to:x}"), error = %e, "snapshot send failed");
+                    false
+                }
+            };
+            let _ = loop_tx.send(Command::SnapshotSent { to, ok });
+        });
+    }
+}
+
+async fn send_snapshot(url: &str, cluster_id: u64, mut msg: Message) -> Result<(), String> {
+    let data = match &mut msg.body {
+        MessageBody::InstallSnapshot { snapshot } => std::mem::take(&mut snapshot.data),
+        _ => return Err("not a snapshot message".into()),
+    };
+    let header = wire::to_envelope(cluster_id, msg);
+    let total = data.len() as u64;
+    let mut chunks = vec![SnapshotChunk {
+        chunk: Some(snapshot_chunk::Chunk::Header(SnapshotHeader {
+            message: Some(header),
+            total_size: total,
+        })),
+    }];
+    for c in data.chunks(SNAPSHOT_CHUNK) {
+        chunks.push(SnapshotChunk {
+            chunk: Some(snapshot_chunk::Chunk::Data(c.to_vec())),
+        });
+    }
+    let channel = endpoint(url)?.connect().await.map_err(|e| e.to_string())?;
+    let mut client = PeerClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let ack = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.install_snapshot(futures::stream::iter(chunks)),
+    )
+    .await
+    .map_err(|_| "timed out".to_string())?
+    .map_err(|s| s.message().to_string())?;
+    if ack.into_inner().received_bytes != total {
+        return Err("peer acknowledged a different size".into());
+    }
+    Ok(())
+}
+
+/// One peer's sender: (re)connects with backoff and pumps the queue into a client stream.
+async fn peer_task(
+    id: NodeId,
+    url: String,
+    mut queue: mpsc::Receiver<RaftEnvelope>,
+    loop_tx: StdSender<Command>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let channel = match endpoint(&url) {
+            Ok(ep) => ep.connect().await,
+            Err(e) => {
+                tracing::error!(peer = %url, error = %e, "bad peer URL");
+                return;
+            }
+        };
+        let channel = match channel {
+            Ok(c) => c,
+            Err(_) => {
+                // Drop what queued up meanwhile: Raft resends, and stale appends only waste
+                // bandwidth once the peer is back.
+                let mut dropped = false;
+                while queue.try_recv().is_ok() {
+                    dropped = true;
+                }
+                if dropped {
+                    let _ = loop_tx.send(Command::Unreachable(id));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    closed = wait_closed(&mut queue) => if closed { return },
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let (stream_tx, stream_rx) = mpsc::channel::<RaftEnvelope>(PEER_QUEUE);
+        let mut client = PeerClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let call = tokio::spawn(async move {
+            client
+                .stream(tokio_stream::wrappers::ReceiverStream::new(stream_rx))
+                .await
+        });
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                m = queue.recv() => match m {
+                    Some(env) => {
+                        if stream_tx.send(env).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => return,
+                },
+                r = &mut call => {
+                    if let Ok(Err(s)) = r {
+                        tracing::debug!(peer = %url, status = %s, "peer stream ended");
+                    }
+                    break;
+                }
+            }
+        }
+        let _ = loop_tx.send(Command::Unreachable(id));
+    }
+}
+
+/// Resolves when `queue` is closed (true) — never otherwise; used to abort backoff sleeps.
+async fn wait_closed(queue: &mut mpsc::Receiver<RaftEnvelope>) -> bool {
+    // `recv` would consume a message; poll closure by peeking at a zero-capacity check.
+    loop {
+        if queue.is_closed() && queue.is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Outbox for Transport {
+    fn send(&self, msgs: Vec<Message>) {
+        let Ok(links) = self.links.lock() else {
+            return;
+        };
+        for msg in msgs {
+            let to = msg.to;
+            let Some(link) = links.get(&to) else {
+                let _ = self.loop_tx.send(Command::Unreachable(to));
+                continue;
+            };
+            if matches!(msg.body, MessageBody::InstallSnapshot { .. }) {
+                self.send_snapshot(msg, link.url.clone());
+                continue;
+            }
+            if matches!(msg.body, MessageBody::Heartbeat { .. })
+                && let Ok(mut hb) = self.heartbeat_sent.lock()
+            {
+                hb.entry(to).or_insert_with(Instant::now);
+            }
+            let env = wire::to_envelope(self.cluster_id, msg);
+            if link.queue.try_send(env).is_err() {
+                let _ = self.loop_tx.send(Command::Unreachable(to));
+            }
+        }
+    }
+
+    fn set_peers(&self, peers: Vec<(NodeId, String)>) {
+        let Ok(mut links) = self.links.lock() else {
+            return;
+        };
+        links.retain(|id, link| {
+            let keep = peers.iter().any(|(p, u)| p == id && *u == link.url);
+            if !keep {
+                link.task.abort();
+            }
+            keep
+        });
+        for (id, url) in peers {
+            if id == self.self_id || links.contains_key(&id) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            let task = self
+                .rt
+                .spawn(peer_task(id, url.clone(), rx, self.loop_tx.clone()));
+            links.insert(
+                id,
+                PeerLink {
+                    url,
+                    queue: tx,
+                    task,
+                },
+            );
+        }
+        let _ = &self.metrics;
+    }
+}

@@ -1,0 +1,225 @@
+//! The HTTP/JSON gateway on the client port, driven like `curl -X POST` (raw HTTP/1.1 over a
+//! TcpStream) against a 3-process cluster, with etcdctl on the same port checking that gRPC
+//! and JSON see the same data.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Cluster, etcdctl_ok};
+use serde_json::{Value, json};
+
+/// POSTs `body` to `path` on `port`; returns the status code and the raw body.
+fn post_raw(port: u16, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the client port");
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("read timeout");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").expect("HTTP response head");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (code, body)
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// POSTs JSON and expects 200 with a JSON body.
+fn post(port: u16, path: &str, body: Value) -> Value {
+    let (code, text) = post_raw(port, path, &body.to_string());
+    assert_eq!(code, 200, "POST {path} {body}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {text}"))
+}
+
+#[test]
+fn gateway_serves_kv_lease_status_and_members_as_etcds_grpc_gateway() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(20));
+    let follower = &c.members[(leader + 1) % 3];
+    let port = follower.client;
+
+    // curl -L http://localhost:2379/v3/kv/put -X POST -d '{"key": "Zm9v", "value": "YmFy"}'
+    let put = post(port, "/v3/kv/put", json!({"key": "Zm9v", "value": "YmFy"}));
+    let h = &put["header"];
+    let rev: i64 = h["revision"]
+        .as_str()
+        .expect("int64 as a string")
+        .parse()
+        .expect("numeric revision");
+    assert!(h["cluster_id"].as_str().is_some() && h["raft_term"].as_str().is_some());
+    assert_eq!(h["member_id"].as_str().map(str::is_empty), Some(false));
+    // gRPC on the same port sees it.
+    assert_eq!(
+        etcdctl_ok(&follower.endpoint(), &["get", "foo"]),
+        "foo\nbar\n"
+    );
+
+    let range = post(port, "/v3/kv/range", json!({"key": "Zm9v"}));
+    assert_eq!(range["count"], "1");
+    let kv = &range["kvs"][0];
+    assert_eq!(kv["key"], "Zm9v");
+    assert_eq!(kv["value"], "YmFy");
+    assert_eq!(kv["version"], "1");
+    assert_eq!(kv["create_revision"], rev.to_string());
+    assert!(kv.get("lease").is_none(), "defaults are omitted: {kv}");
+
+    // A txn with a value compare, etcd's JSON enum names.
+    let txn = post(
+        port,
+        "/v3/kv/txn",
+        json!({
+            "compare": [{"result": "EQUAL", "target": "VALUE", "key": "Zm9v", "value": "YmFy"}],
+            "success": [{"request_put": {"key": "Zm9v", "value": "YmF6"}}],
+            "failure": [{"request_range": {"key": "Zm9v"}}]
+        }),
+    );
+    assert_eq!(txn["succeeded"], true);
+    assert!(txn["responses"][0]["response_put"].is_object(), "{txn}");
+    assert_eq!(
+        etcdctl_ok(&follower.endpoint(), &["get", "foo"]),
+        "foo\nbaz\n"
+    );
+
+    // Leases: grant, attach, revoke removes the key.
+    let grant = post(port, "/v3/lease/grant", json!({"TTL": 30, "ID": 0}));
+    assert_eq!(grant["TTL"], "30");
+    let id = grant["ID"]
+        .as_str()
+        .expect("lease id as a string")
+        .to_string();
+    post(
+        port,
+        "/v3/kv/put",
+        json!({"key": "bGVhc2Vk", "value": "dg==", "lease": id}),
+    );
+    let got = post(port, "/v3/kv/range", json!({"key": "bGVhc2Vk"}));
+    assert_eq!(got["kvs"][0]["lease"], id.as_str());
+    post(port, "/v3/lease/revoke", json!({"ID": id}));
+    let gone = post(port, "/v3/kv/range", json!({"key": "bGVhc2Vk"}));
+    assert!(
+        gone.get("kvs").is_none() && gone.get("count").is_none(),
+        "{gone}"
+    );
+
+    // Delete with prev_kv, then compaction.
+    let del = post(
+        port,
+        "/v3/kv/deleterange",
+        json!({"key": "Zm9v", "prev_kv": true}),
+    );
+    assert_eq!(del["deleted"], "1");
+    assert_eq!(del["prev_kvs"][0]["value"], "YmF6");
+    let cur: i64 = del["header"]["revision"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("revision");
+    post(
+        port,
+        "/v3/kv/compaction",
+        json!({"revision": cur.to_string()}),
+    );
+    let (code, text) = post_raw(
+        port,
+        "/v3/kv/range",
+        &json!({"key": "Zm9v", "revision": rev}).to_string(),
+    );
+    assert_eq!(code, 400, "{text}");
+    let err: Value = serde_json::from_str(&text).expect("JSON error body");
+    assert_eq!(err["code"], 11, "OutOfRange: {err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("compacted"))
+    );
+
+    // Maintenance status and member list (empty bodies are empty requests).
+    let st = post(port, "/v3/maintenance/status", json!({}));
+    assert!(
+        st["leader"].as_str().is_some() && st["version"].as_str().is_some(),
+        "{st}"
+    );
+    let (code, text) = post_raw(port, "/v3/cluster/member/list", "");
+    assert_eq!(code, 200, "{text}");
+    let ml: Value = serde_json::from_str(&text).expect("JSON");
+    let members = ml["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    assert!(
+        members.iter().all(|m| m["ID"].as_str().is_some()
+            && m["peerURLs"].as_array().is_some_and(|u| !u.is_empty()))
+    );
+}
+
+#[test]
+fn gateway_refuses_bad_json_with_etcds_error_body() {
+    let c = Cluster::start(3, &[]);
+    let port = c.members[0].client;
+    for (path, body, want) in [
+        ("/v3/kv/put", "{\"key\": ", "invalid JSON"),
+        ("/v3/kv/put", "[1, 2]", "JSON object"),
+        ("/v3/kv/put", "{\"key\": 12}", "base64"),
+        ("/v3/kv/put", "{\"key\": \"%%%\"}", "base64"),
+        (
+            "/v3/kv/range",
+            "{\"key\": \"Zm9v\", \"limit\": \"ten\"}",
+            "integer",
+        ),
+        ("/v3/kv/range", "{}", "key is not provided"),
+        (
+            "/v3/kv/txn",
+            "{\"compare\": [{\"result\": \"MAYBE\"}]}",
+            "enum",
+        ),
+        ("/v3/lease/grant", "{\"TTL\": true}", "integer"),
+    ] {
+        let (code, text) = post_raw(port, path, body);
+        assert_eq!(code, 400, "{path} {body}: {text}");
+        let err: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path} {body}: error body is not JSON ({e}): {text}"));
+        assert_eq!(err["code"], 3, "{path} {body}: {err}");
+        assert!(
+            err["error"].as_str().is_some_and(|e| e.contains(want)),
+            "{path} {body}: {err}"
+        );
+    }
+    // Nothing was written by the refused requests, and the member still serves.
+    // (key "\0", range_end "\0": every key.)
+    let range = post(
+        port,
+        "/v3/kv/range",
+        json!({"key": "AA==", "range_end": "AA=="}),
+    );
+    assert!(range.get("kvs").is_none(), "{range}");
+    assert!(range["header"]["revision"].as_str().is_some(), "{range}");
+}

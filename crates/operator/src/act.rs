@@ -1,0 +1,384 @@
+//! Reading and writing the Kubernetes side, behind two narrow traits.
+//!
+//! [`Reads`] is what *observe* needs, [`Actions`] what *act* does — nothing else, so the whole
+//! reconcile runs against either the real API ([`KubeApi`], checked request by request with a
+//! `tower-test` mock below) or an in-memory store ([`Memory`]) that a test harness shares with its
+//! own "StatefulSet controller and kubelet".
+//!
+//! Writes are idempotent by construction: owned objects go through server-side apply with field
+//! manager `flotilla-operator` and `force` (the operator is the one owner of those fields), the
+//! StatefulSet's size through a merge patch of its `/scale` subresource, deletions tolerate
+//! "not found".
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::Error;
+use crate::crd::{RaftCluster, RaftClusterStatus};
+use crate::plan::{Note, Severity};
+use crate::resources::FIELD_MANAGER;
+
+/// An object the operator owns and applies.
+#[derive(Debug, Clone, PartialEq)]
+// A handful of these exist for a moment per reconcile pass; boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Owned {
+    /// The pods' configuration.
+    ConfigMap(ConfigMap),
+    /// Headless or client Service.
+    Service(Service),
+    /// The StatefulSet (without replicas).
+    StatefulSet(Box<StatefulSet>),
+    /// The disruption budget.
+    PodDisruptionBudget(PodDisruptionBudget),
+}
+
+impl Owned {
+    /// Kind and name, for logs and the in-memory store.
+    pub fn key(&self) -> (&'static str, String) {
+        match self {
+            Owned::ConfigMap(o) => ("ConfigMap", o.name_any()),
+            Owned::Service(o) => ("Service", o.name_any()),
+            Owned::StatefulSet(o) => ("StatefulSet", o.name_any()),
+            Owned::PodDisruptionBudget(o) => ("PodDisruptionBudget", o.name_any()),
+        }
+    }
+}
+
+/// What observe reads.
+pub trait Reads: Send + Sync {
+    /// `spec.replicas` of the StatefulSet, `None` when it does not exist.
+    fn statefulset_replicas(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<i32>, Error>> + Send;
+    /// Pods matching a label selector.
+    fn pods(
+        &self,
+        ns: &str,
+        selector: &str,
+    ) -> impl Future<Output = Result<Vec<Pod>, Error>> + Send;
+    /// Claims matching a label selector.
+    fn pvcs(
+        &self,
+        ns: &str,
+        selector: &str,
+    ) -> impl Future<Output = Result<Vec<PersistentVolumeClaim>, Error>> + Send;
+    /// A ConfigMap.
+    fn config_map(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ConfigMap>, Error>> + Send;
+}
+
+/// What act does.
+pub trait Actions: Send + Sync {
+    /// Server-side apply an owned object.
+    fn apply(&self, ns: &str, obj: &Owned) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Set the StatefulSet's size.
+    fn scale_statefulset(
+        &self,
+        ns: &str,
+        name: &str,
+        replicas: i32,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Delete a claim (absent is fine).
+    fn delete_pvc(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Delete a pod (absent is fine).
+    fn delete_pod(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Write the RaftCluster's status.
+    fn patch_status(
+        &self,
+        rc: &RaftCluster,
+        status: &RaftClusterStatus,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Publish an Event about the RaftCluster.
+    fn publish(
+        &self,
+        rc: &RaftCluster,
+        note: &Note,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// The real implementation on kube's `Api`.
+#[derive(Clone)]
+pub struct KubeApi {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl KubeApi {
+    /// Wraps a client; Events are reported as `flotilla-operator` from `instance` (the pod).
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+
+    fn apply_params() -> PatchParams {
+        PatchParams::apply(FIELD_MANAGER).force()
+    }
+}
+
+fn absent_ok<T>(r: Result<T, kube::Error>) -> Result<(), Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Reads for KubeApi {
+    async fn statefulset_replicas(&self, ns: &str, name: &str) -> Result<Option<i32>, Error> {
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
+        Ok(api
+            .get_opt(name)
+            .await?
+            .map(|s| s.spec.replicas.unwrap_or(1)))
+    }
+    async fn pods(&self, ns: &str, selector: &str) -> Result<Vec<Pod>, Error> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        Ok(api
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items)
+    }
+    async fn pvcs(&self, ns: &str, selector: &str) -> Result<Vec<PersistentVolumeClaim>, Error> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        Ok(api
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items)
+    }
+    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, Error> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        Ok(api.get_opt(name).await?)
+    }
+}
+
+impl Actions for KubeApi {
+    async fn apply(&self, ns: &str, obj: &Owned) -> Result<(), Error> {
+        let c = self.client.clone();
+        let (_, name) = obj.key();
+        let pp = Self::apply_params();
+        match obj {
+            Owned::ConfigMap(o) => drop(
+                Api::<ConfigMap>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(o))
+                    .await?,
+            ),
+            Owned::Service(o) => drop(
+                Api::<Service>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(o))
+                    .await?,
+            ),
+            Owned::StatefulSet(o) => drop(
+                Api::<StatefulSet>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(o))
+                    .await?,
+            ),
+            Owned::PodDisruptionBudget(o) => drop(
+                Api::<PodDisruptionBudget>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(o))
+                    .await?,
+            ),
+        }
+        Ok(())
+    }
+
+    async fn scale_statefulset(&self, ns: &str, name: &str, replicas: i32) -> Result<(), Error> {
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        api.patch_scale(
+            name,
+            &pp,
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_pvc(&self, ns: &str, name: &str) -> Result<(), Error> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        absent_ok(api.delete(name, &DeleteParams::default()).await)
+    }
+
+    async fn delete_pod(&self, ns: &str, name: &str) -> Result<(), Error> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        absent_ok(api.delete(name, &DeleteParams::default()).await)
+    }
+
+    async fn patch_status(
+        &self,
+        rc: &RaftCluster,
+        status: &RaftClusterStatus,
+    ) -> Result<(), Error> {
+        let ns = rc.namespace().ok_or(Error::MissingNamespace)?;
+        let api: Api<RaftCluster> = Api::namespaced(self.client.clone(), &ns);
+        let body = json!({
+            "apiVersion": RaftCluster::api_version(&()),
+            "kind": RaftCluster::kind(&()),
+            "status": status,
+        });
+        api.patch_status(&rc.name_any(), &Self::apply_params(), &Patch::Apply(body))
+            .await?;
+        Ok(())
+    }
+
+    async fn publish(&self, rc: &RaftCluster, note: &Note) -> Result<(), Error> {
+        let ev = Event {
+            type_: match note.severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: note.reason.into(),
+            note: Some(note.message.clone()),
+            action: note.reason.into(),
+            secondary: None,
+        };
+        self.recorder.publish(&ev, &rc.object_ref(&())).await?;
+        Ok(())
+    }
+}
+
+/// What the in-memory store holds.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryState {
+    /// Applied objects by (kind, name), as last applied.
+    pub objects: BTreeMap<(&'static str, String), Owned>,
+    /// The StatefulSet's size (set by creation and scale actions).
+    pub sts_replicas: Option<i32>,
+    /// Pods (written by the harness playing kubelet).
+    pub pods: BTreeMap<String, Pod>,
+    /// Claims (written by the harness playing the StatefulSet controller).
+    pub pvcs: BTreeMap<String, PersistentVolumeClaim>,
+    /// Pods the operator deleted (the harness restarts them).
+    pub deleted_pods: Vec<String>,
+    /// Every status written, in order.
+    pub statuses: Vec<RaftClusterStatus>,
+    /// Every Event published, in order.
+    pub events: Vec<Note>,
+    /// Every scale step, in order.
+    pub scale_log: Vec<i32>,
+}
+
+/// An in-memory Kubernetes API for one namespace: the reconciler writes through [`Actions`],
+/// the test harness reads and writes the state directly to play the controllers and kubelet.
+#[derive(Debug, Default, Clone)]
+pub struct Memory {
+    state: Arc<Mutex<MemoryState>>,
+}
+
+impl Memory {
+    /// Locks the state (for the harness).
+    pub fn state(&self) -> MutexGuard<'_, MemoryState> {
+        // A panicking test thread poisons the lock; the data is still the best evidence.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn matches(labels: Option<&BTreeMap<String, String>>, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        labels.and_then(|l| l.get(k)).is_some_and(|x| x == v)
+    })
+}
+
+impl Reads for Memory {
+    async fn statefulset_replicas(&self, _ns: &str, _name: &str) -> Result<Option<i32>, Error> {
+        Ok(self.state().sts_replicas)
+    }
+    async fn pods(&self, _ns: &str, selector: &str) -> Result<Vec<Pod>, Error> {
+        Ok(self
+            .state()
+            .pods
+            .values()
+            .filter(|p| matches(p.metadata.labels.as_ref(), selector))
+            .cloned()
+            .collect())
+    }
+    async fn pvcs(&self, _ns: &str, selector: &str) -> Result<Vec<PersistentVolumeClaim>, Error> {
+        Ok(self
+            .state()
+            .pvcs
+            .values()
+            .filter(|p| matches(p.metadata.labels.as_ref(), selector))
+            .cloned()
+            .collect())
+    }
+    async fn config_map(&self, _ns: &str, name: &str) -> Result<Option<ConfigMap>, Error> {
+        Ok(
+            match self.state().objects.get(&("ConfigMap", name.to_owned())) {
+                Some(Owned::ConfigMap(c)) => Some(c.clone()),
+                _ => None,
+            },
+        )
+    }
+}
+
+impl Actions for Memory {
+    async fn apply(&self, _ns: &str, obj: &Owned) -> Result<(), Error> {
+        let mut s = self.state();
+        let (kind, name) = obj.key();
+        if kind == "StatefulSet" && s.sts_replicas.is_none() {
+            s.sts_replicas = Some(1);
+        }
+        s.objects.insert((kind, name), obj.clone());
+        Ok(())
+    }
+    async fn scale_statefulset(&self, _ns: &str, _name: &str, replicas: i32) -> Result<(), Error> {
+        let mut s = self.state();
+        if s.sts_replicas.is_none() {
+            return Err(Error::Store(
+                "scaling a StatefulSet that does not exist".into(),
+            ));
+        }
+        s.sts_replicas = Some(replicas);
+        s.scale_log.push(replicas);
+        Ok(())
+    }
+    async fn delete_pvc(&self, _ns: &str, name: &str) -> Result<(), Error> {
+        self.state().pvcs.remove(name);
+        Ok(())
+    }
+    async fn delete_pod(&self, _ns: &str, name: &str) -> Result<(), Error> {
+        let mut s = self.state();
+        s.pods.remove(name);
+        s.deleted_pods.push(name.to_owned());
+        Ok(())
+    }
+    async fn patch_status(
+        &self,
+        _rc: &RaftCluster,
+        status: &RaftClusterStatus,
+    ) -> Result<(), Error> {
+        self.state().statuses.push(status.clone());
+        Ok(())
+    }
+    async fn publish(&self, _rc: &RaftCluster, note: &Note) -> Result<(), Error> {
+        self.state().events.push(note.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,278 @@
+//! The reconciler: observe → plan → act, wired into kube-runtime's `Controller`.
+//!
+//! Why each pass is idempotent and restart-safe: [`reconcile_once`] reads everything it decides
+//! from back from the API server and the nodes (never from memory or from `.status`), applies
+//! the owned objects with server-side apply (a no-op when nothing changed), and takes at most one
+//! membership step, which the next observation either shows done or still asks for. A crash
+//! between any two writes leaves a state from which the next pass derives the same or the next
+//! step. The only in-memory state is the error back-off counter, which only affects timing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tracing::{Instrument, field, info, info_span, warn};
+
+use crate::Error;
+use crate::act::{Actions, KubeApi, Owned, Reads};
+use crate::crd::RaftCluster;
+use crate::metrics::Metrics;
+use crate::nodes::{GrpcNodes, NodeClient, PodDns};
+use crate::observe::{self, Inputs};
+use crate::plan::{self, Action, Plan};
+use crate::resources::{self, Names};
+
+/// Requeue soon while something is in progress (a learner catching up, a change committing).
+pub const BUSY_REQUEUE: Duration = Duration::from_secs(3);
+/// Requeue a settled cluster this often, to notice node-level changes no watch reports.
+pub const IDLE_REQUEUE: Duration = Duration::from_secs(30);
+
+/// What every reconcile pass shares.
+pub struct Context<K, N> {
+    /// Kubernetes reads and writes.
+    pub kube: K,
+    /// The nodes' admin API.
+    pub nodes: N,
+    /// Operator metrics.
+    pub metrics: Metrics,
+    /// Consecutive failures per object, for the back-off.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl<K, N> Context<K, N> {
+    /// A context over the given Kubernetes and node clients.
+    pub fn new(kube: K, nodes: N, metrics: Metrics) -> Self {
+        Self {
+            kube,
+            nodes,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Back-off after `n` consecutive failures: 1 s, 2 s, 4 s … capped at 5 minutes.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+}
+
+/// Reads everything the plan needs.
+pub async fn observe<K: Reads, N: NodeClient>(
+    rc: &RaftCluster,
+    names: &Names,
+    ctx: &Context<K, N>,
+) -> Result<plan::Observed, Error> {
+    let ns = &names.namespace;
+    let selector = resources::selector_string(names);
+    let sts_replicas = ctx.kube.statefulset_replicas(ns, &names.cluster).await?;
+    let pods = ctx.kube.pods(ns, &selector).await?;
+    let pvcs = ctx.kube.pvcs(ns, &selector).await?;
+    let config_map = ctx.kube.config_map(ns, &names.config_map()).await?;
+    // Ask every pod that has a container running; those that do not answer are simply absent.
+    let ordinals: Vec<u32> = pods
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| names.ordinal_of(&p.name_any()))
+        .collect();
+    let answers = join_all(ordinals.iter().map(|&k| ctx.nodes.status(names, k))).await;
+    let mut statuses = BTreeMap::new();
+    for (k, a) in ordinals.into_iter().zip(answers) {
+        match a {
+            Ok(s) => {
+                statuses.insert(k, s);
+            }
+            Err(e) => info!(ordinal = k, error = %e, "node did not answer status"),
+        }
+    }
+    let inputs = Inputs {
+        sts_replicas,
+        pods,
+        pvcs,
+        config_map,
+        statuses,
+    };
+    Ok(observe::observed(
+        rc,
+        names,
+        &inputs,
+        Timestamp::now().to_string(),
+    ))
+}
+
+/// One full pass: observe, plan, apply the owned objects, carry out the step, publish Events,
+/// write the status. Returns the plan it carried out.
+pub async fn reconcile_once<K: Reads + Actions, N: NodeClient>(
+    rc: &RaftCluster,
+    ctx: &Context<K, N>,
+) -> Result<Plan, Error> {
+    let names = Names::of(rc)?;
+    let ns = names.namespace.clone();
+    let observed = observe(rc, &names, ctx).await?;
+    let plan = plan::plan(&observed);
+
+    // Owned objects first: the ConfigMap before the StatefulSet whose pods read it.
+    let size = rc.spec.replicas.min(plan.sts_replicas).max(1);
+    let owned = [
+        Owned::ConfigMap(resources::config_map(rc, plan.bootstrapped)?),
+        Owned::Service(resources::peer_service(rc)?),
+        Owned::Service(resources::client_service(rc)?),
+        Owned::StatefulSet(Box::new(resources::stateful_set(rc)?)),
+        Owned::PodDisruptionBudget(resources::pod_disruption_budget(rc, size)?),
+    ];
+    for o in &owned {
+        ctx.kube.apply(&ns, o).await?;
+    }
+
+    // The step. Node calls go to the leader, which the plan only acts on when it exists.
+    let leader_ordinal = observed
+        .cluster
+        .as_ref()
+        .and_then(|c| c.members.iter().find(|m| m.id == c.leader_id))
+        .and_then(|m| names.ordinal_of(&m.name));
+    for a in &plan.actions {
+        let span = info_span!("action", action = ?a);
+        async {
+            info!("carrying out");
+            match a {
+                Action::ScaleStatefulSet { replicas } => {
+                    ctx.kube
+                        .scale_statefulset(&ns, &names.cluster, *replicas)
+                        .await?
+                }
+                Action::DeletePvc { ordinal } => {
+                    ctx.kube.delete_pvc(&ns, &names.pvc(*ordinal)).await?
+                }
+                Action::RestartPod { ordinal } => {
+                    ctx.kube.delete_pod(&ns, &names.pod(*ordinal)).await?
+                }
+                Action::Promote { id, .. }
+                | Action::Remove { id, .. }
+                | Action::TransferLeadership { from: id } => {
+                    let Some(via) = leader_ordinal else {
+                        return Ok(());
+                    };
+                    match a {
+                        Action::Promote { .. } => ctx.nodes.promote(&names, via, *id).await?,
+                        Action::Remove { .. } => ctx.nodes.remove(&names, via, *id).await?,
+                        _ => {
+                            ctx.nodes.transfer(&names, via, 0).await?;
+                        }
+                    }
+                }
+            }
+            ctx.metrics.action(a);
+            Ok::<(), Error>(())
+        }
+        .instrument(span)
+        .await?;
+    }
+
+    for n in &plan.notes {
+        // An Event that cannot be published must not undo or block the step already taken.
+        if let Err(e) = ctx.kube.publish(rc, n).await {
+            warn!(reason = n.reason, error = %e, "publishing event failed");
+        }
+    }
+    if rc.status.as_ref() != Some(&plan.status) {
+        ctx.kube.patch_status(rc, &plan.status).await?;
+    }
+    Ok(plan)
+}
+
+/// The kube-runtime reconcile function.
+pub async fn reconcile<K: Reads + Actions, N: NodeClient>(
+    rc: Arc<RaftCluster>,
+    ctx: Arc<Context<K, N>>,
+) -> Result<Requeue, Error> {
+    let key = format!("{}/{}", rc.namespace().unwrap_or_default(), rc.name_any());
+    let span =
+        info_span!("reconcile", cluster = %key, phase = field::Empty, actions = field::Empty);
+    let started = Instant::now();
+    ctx.metrics.reconciliations.inc();
+    let result = reconcile_once(&rc, &ctx).instrument(span.clone()).await;
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    let plan = result?;
+    span.record("phase", field::debug(plan.status.phase));
+    span.record("actions", plan.actions.len());
+    ctx.failures().remove(&key);
+    Ok(Requeue::requeue(if plan.busy {
+        BUSY_REQUEUE
+    } else {
+        IDLE_REQUEUE
+    }))
+}
+
+/// Requeue with exponential back-off per object.
+pub fn error_policy<K, N>(rc: Arc<RaftCluster>, error: &Error, ctx: Arc<Context<K, N>>) -> Requeue {
+    let key = format!("{}/{}", rc.namespace().unwrap_or_default(), rc.name_any());
+    ctx.metrics.failed(error);
+    let n = {
+        let mut f = ctx.failures();
+        let n = f.entry(key.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    warn!(cluster = %key, error = %error, attempt = n, "reconcile failed");
+    Requeue::requeue(backoff(n))
+}
+
+/// Runs the controller until the process is asked to stop.
+pub async fn run(client: Client, metrics: Metrics, instance: Option<String>) {
+    let ctx = Arc::new(Context::new(
+        KubeApi::new(client.clone(), instance),
+        GrpcNodes::new(PodDns, Duration::from_secs(2), Duration::from_secs(10)),
+        metrics,
+    ));
+    let clusters: Api<RaftCluster> = Api::all(client.clone());
+    let managed = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        resources::FIELD_MANAGER
+    ));
+    // Pods belong to the StatefulSet, not to the RaftCluster: map them by their instance label.
+    let pod_owner = |p: Pod| {
+        let name = p.labels().get("app.kubernetes.io/instance").cloned();
+        let ns = p.namespace();
+        name.zip(ns)
+            .map(|(n, ns)| ObjectRef::<RaftCluster>::new(&n).within(&ns))
+    };
+    Controller::new(clusters, watcher::Config::default())
+        .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+        .watches(Api::<Pod>::all(client), managed, pod_owner)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!(error = %e, "controller stream error");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(50), Duration::from_secs(256));
+    }
+}

@@ -1,0 +1,355 @@
+//! The `RaftCluster` custom resource (group `flotilla.dev`, version `v1alpha1`).
+//!
+//! The spec is what a user asks for; the status is what the operator last observed. The status
+//! is only ever a report: every reconcile decision is re-derived from the StatefulSet, the pods
+//! and the nodes' own admin status, never from a value read back out of `.status` — so an
+//! operator restart, or a user editing the status, cannot mislead it.
+//!
+//! Member ids are shown as 16-digit hex strings (as `etcdctl member list` prints them): a random
+//! 64-bit id does not survive a trip through a JSON number in most clients.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of a Flotilla cluster.
+// The derive repeats `type_ = "string"` across printer columns, which clippy misreads as a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "flotilla.dev",
+    version = "v1alpha1",
+    kind = "RaftCluster",
+    namespaced,
+    status = "RaftClusterStatus",
+    shortname = "rc",
+    category = "flotilla",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftClusterSpec {
+    /// Number of members. Odd counts are recommended: an even count tolerates no more failures
+    /// than the odd count below it (the operator publishes a warning Event for even counts).
+    #[schemars(range(min = 1))]
+    pub replicas: i32,
+    /// Container image holding the `flotilla` binary.
+    pub image: String,
+    /// Image pull policy (`Always`, `IfNotPresent`, `Never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// The volume each member keeps its log and data on.
+    #[serde(default)]
+    pub storage: StorageSpec,
+    /// Compute resources of the `flotilla` container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Raft timing and snapshot settings.
+    #[serde(default)]
+    pub raft: RaftSettings,
+    /// Where the pods may run.
+    #[serde(default)]
+    pub scheduling: SchedulingSpec,
+}
+
+/// Persistent storage of each member.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each member's volume (a Kubernetes quantity such as `1Gi`).
+    #[serde(default = "default_storage_size")]
+    pub size: String,
+    /// StorageClass of the volumes; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// What happens to a removed member's volume when the cluster shrinks.
+    #[serde(default)]
+    pub retention_on_scale_down: RetentionPolicy,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            retention_on_scale_down: RetentionPolicy::default(),
+        }
+    }
+}
+
+fn default_storage_size() -> String {
+    "1Gi".to_owned()
+}
+
+/// Whether a removed member's PersistentVolumeClaim is kept.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RetentionPolicy {
+    /// Delete the claim once the member has left the Raft configuration. A later scale-up then
+    /// starts that ordinal from an empty volume, as a new member — the safe default.
+    #[default]
+    Delete,
+    /// Keep the claim (for forensics). A later scale-up that reuses the ordinal finds a volume of
+    /// a removed member, which the node refuses; the operator then treats it as a lost volume.
+    Retain,
+}
+
+/// Raft timing. Ticks are the unit of the election and heartbeat timeouts.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftSettings {
+    /// Length of one tick in milliseconds.
+    #[serde(default = "default_tick_ms")]
+    #[schemars(range(min = 1))]
+    pub tick_ms: u32,
+    /// Election timeout in ticks (randomised between this and twice this).
+    #[serde(default = "default_election_ticks")]
+    #[schemars(range(min = 2))]
+    pub election_ticks: u32,
+    /// Heartbeat interval in ticks; must be smaller than the election timeout.
+    #[serde(default = "default_heartbeat_ticks")]
+    #[schemars(range(min = 1))]
+    pub heartbeat_ticks: u32,
+    /// Number of applied entries after which a member snapshots its state and compacts its log.
+    #[serde(default = "default_snapshot_threshold")]
+    #[schemars(range(min = 1))]
+    pub snapshot_threshold: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            tick_ms: default_tick_ms(),
+            election_ticks: default_election_ticks(),
+            heartbeat_ticks: default_heartbeat_ticks(),
+            snapshot_threshold: default_snapshot_threshold(),
+        }
+    }
+}
+
+fn default_tick_ms() -> u32 {
+    100
+}
+fn default_election_ticks() -> u32 {
+    10
+}
+fn default_heartbeat_ticks() -> u32 {
+    1
+}
+fn default_snapshot_threshold() -> u64 {
+    10_000
+}
+
+/// Pod placement, copied verbatim into the StatefulSet's pod template.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Node labels a pod's node must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Node and pod (anti-)affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// How the pods spread over zones and nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+}
+
+/// What the operator last observed.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftClusterStatus {
+    /// Pods the StatefulSet currently runs (the scale subresource reads this).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the pods, as a string (the scale subresource reads this).
+    #[serde(default)]
+    pub selector: String,
+    /// Name of the member that leads, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The Raft configuration as the leader reports it.
+    #[serde(default)]
+    pub members: Vec<MemberStatus>,
+    /// Coarse state of the cluster.
+    #[serde(default)]
+    pub phase: Phase,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Available, Progressing, Degraded and QuorumAtRisk.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// One member of the Raft configuration.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Member name (the pod name).
+    pub name: String,
+    /// Member id, 16 hex digits.
+    pub id: String,
+    /// Voter or learner.
+    pub role: MemberRole,
+    /// Whether the leader heard from it recently.
+    pub healthy: bool,
+    /// Highest log index known to be replicated on it.
+    pub match_index: u64,
+    /// Entries it lags behind the leader's commit index.
+    pub lag: u64,
+    /// Highest index it applied, when it answered the operator itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_index: Option<u64>,
+}
+
+/// A member's role in the configuration.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum MemberRole {
+    /// Votes and counts towards quorum.
+    Voter,
+    /// Receives the log, does not vote.
+    Learner,
+}
+
+/// Coarse cluster state for `kubectl get`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Objects created, first member not up yet.
+    #[default]
+    Pending,
+    /// A member is being added or removed.
+    Scaling,
+    /// Every desired member is a healthy voter and a leader exists.
+    Running,
+    /// No leader, or some member is unhealthy.
+    Degraded,
+}
+
+/// A status condition in the usual Kubernetes shape.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Available`, `Progressing`, `Degraded` or `QuorumAtRisk`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// One CamelCase word saying why.
+    pub reason: String,
+    /// A sentence for humans.
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    /// The generation this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The CRD as YAML, exactly what `crdgen` prints and what deploy/ and the chart carry.
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    use kube::CustomResourceExt;
+    serde_saphyr::to_string(&RaftCluster::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn crd_has_scale_and_status_subresources() {
+        let crd = RaftCluster::crd();
+        assert_eq!(crd.spec.group, "flotilla.dev");
+        assert_eq!(crd.spec.scope, "Namespaced");
+        let v = &crd.spec.versions[0];
+        assert_eq!(v.name, "v1alpha1");
+        let sub = v.subresources.as_ref().expect("subresources");
+        assert!(sub.status.is_some());
+        let scale = sub.scale.as_ref().expect("scale");
+        assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+        assert_eq!(scale.status_replicas_path, ".status.replicas");
+        assert_eq!(
+            scale.label_selector_path.as_deref(),
+            Some(".status.selector")
+        );
+        let cols: Vec<&str> = v
+            .additional_printer_columns
+            .as_ref()
+            .expect("columns")
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(cols, ["Replicas", "Ready", "Leader", "Phase", "Age"]);
+    }
+
+    #[test]
+    fn crd_schema_rejects_zero_replicas() {
+        let crd = serde_json::to_value(RaftCluster::crd()).expect("json");
+        let replicas = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["replicas"];
+        assert_eq!(replicas["minimum"].as_f64(), Some(1.0), "{replicas}");
+        let required = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["required"];
+        assert!(
+            required
+                .as_array()
+                .expect("required")
+                .contains(&"replicas".into())
+        );
+    }
+
+    #[test]
+    fn minimal_spec_gets_defaults() {
+        let spec: RaftClusterSpec =
+            serde_json::from_value(serde_json::json!({"replicas": 3, "image": "flotilla:dev"}))
+                .expect("parse");
+        assert_eq!(spec.storage.size, "1Gi");
+        assert_eq!(
+            spec.storage.retention_on_scale_down,
+            RetentionPolicy::Delete
+        );
+        assert_eq!(spec.raft.election_ticks, 10);
+    }
+
+    #[test]
+    fn checked_in_crds_match_crdgen() {
+        let want = crd_yaml().expect("yaml");
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        for path in [
+            "deploy/crds/raftcluster.yaml",
+            "charts/flotilla-operator/crds/raftcluster.yaml",
+        ] {
+            let got = std::fs::read_to_string(format!("{root}/{path}"))
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(
+                got == want,
+                "{path} drifted from crdgen: run `cargo run -p flotilla-operator --bin crdgen > {path}`"
+            );
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Turning what the API server and the nodes report into the plan's [`Observed`] snapshot.
+//!
+//! Pure: the reconciler fetches, this module interprets. Keeping interpretation apart is what
+//! lets the tests feed it Kubernetes objects and admin answers directly.
+//!
+//! The leader's view wins: of all nodes that answered, the one that says it leads (highest term
+//! if two do, as happens for a moment after a partition heals) supplies the configuration and
+//! every member's progress. A follower's member list could be stale; the leader's is the one
+//! whose changes are being committed.
+
+use std::collections::BTreeMap;
+
+use flotilla_proto::admin::{Role, StatusResponse};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+
+use crate::crd::RaftCluster;
+use crate::plan::{ClusterView, MemberView, NodeIdentity, Observed, PodView, PvcView};
+use crate::resources::{Names, selector_string};
+
+/// The text the node logs when it cannot join because a member with its peer URL already
+/// exists (etcd's wording, which the node keeps): the sign of a pod that lost its volume.
+pub const JOIN_REFUSED_MARKER: &str = "Peer URLs already exists";
+
+/// Raw inputs of one pass.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// The StatefulSet's `spec.replicas`, if it exists.
+    pub sts_replicas: Option<i32>,
+    /// Pods matching the cluster's selector.
+    pub pods: Vec<Pod>,
+    /// Claims matching the cluster's selector.
+    pub pvcs: Vec<PersistentVolumeClaim>,
+    /// The cluster's ConfigMap.
+    pub config_map: Option<ConfigMap>,
+    /// Admin Status answers by ordinal (nodes that did not answer are absent).
+    pub statuses: BTreeMap<u32, StatusResponse>,
+}
+
+fn pod_view(names: &Names, pod: &Pod, statuses: &BTreeMap<u32, StatusResponse>) -> Option<PodView> {
+    let ordinal = names.ordinal_of(pod.metadata.name.as_deref()?)?;
+    let st = pod.status.as_ref();
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+    let running = !deleting && st.and_then(|s| s.phase.as_deref()) == Some("Running");
+    let ready = running
+        && st
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let node = if let Some(s) = statuses.get(&ordinal) {
+        NodeIdentity::Member {
+            id: s.id,
+            cluster_id: s.cluster_id,
+        }
+    } else if join_refused(pod) {
+        NodeIdentity::JoinRefused
+    } else {
+        NodeIdentity::Unknown
+    };
+    Some(PodView {
+        ordinal,
+        ready,
+        running,
+        node,
+    })
+}
+
+/// The container is not running and its last run ended with the join refusal.
+fn join_refused(pod: &Pod) -> bool {
+    let Some(cs) = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+    else {
+        return false;
+    };
+    cs.iter().any(|c| {
+        let running = c.state.as_ref().is_some_and(|s| s.running.is_some());
+        let last = c
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .and_then(|t| t.message.as_deref());
+        let now = c
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .and_then(|t| t.message.as_deref());
+        !running
+            && [last, now]
+                .into_iter()
+                .flatten()
+                .any(|m| m.contains(JOIN_REFUSED_MARKER))
+    })
+}
+
+/// The leader's view, from whichever node claims leadership in the highest term.
+pub fn cluster_view(statuses: &BTreeMap<u32, StatusResponse>) -> Option<ClusterView> {
+    let leader = statuses
+        .values()
+        .filter(|s| s.role() == Role::Leader && s.leader_id == s.id)
+        .max_by_key(|s| s.term)?;
+    Some(ClusterView {
+        cluster_id: leader.cluster_id,
+        leader_id: leader.id,
+        commit_index: leader.commit_index,
+        pending_conf_index: leader.pending_conf_index,
+        members: leader
+            .members
+            .iter()
+            .map(|m| MemberView {
+                id: m.id,
+                name: m.name.clone(),
+                is_learner: m.is_learner,
+                // The leader is healthy by definition; others as the leader reports them.
+                healthy: m.id == leader.id || m.healthy.unwrap_or(false),
+                match_index: m.match_index.unwrap_or(0),
+                lag: m.lag.unwrap_or(u64::MAX),
+            })
+            .collect(),
+    })
+}
+
+/// The snapshot the plan works from.
+pub fn observed(rc: &RaftCluster, names: &Names, inputs: &Inputs, now: String) -> Observed {
+    let mut pods: Vec<PodView> = inputs
+        .pods
+        .iter()
+        .filter_map(|p| pod_view(names, p, &inputs.statuses))
+        .collect();
+    pods.sort_by_key(|p| p.ordinal);
+    let mut pvcs: Vec<PvcView> = inputs
+        .pvcs
+        .iter()
+        .filter_map(|c| {
+            Some(PvcView {
+                ordinal: names.ordinal_of_pvc(c.metadata.name.as_deref()?)?,
+                terminating: c.metadata.deletion_timestamp.is_some(),
+            })
+        })
+        .collect();
+    pvcs.sort_by_key(|p| p.ordinal);
+    let bootstrapped = inputs
+        .config_map
+        .as_ref()
+        .and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get("CLUSTER_STATE"))
+        .is_some_and(|s| s == "existing");
+    Observed {
+        name: names.cluster.clone(),
+        generation: rc.metadata.generation,
+        desired: rc.spec.replicas,
+        retention: rc.spec.storage.retention_on_scale_down,
+        sts_replicas: inputs.sts_replicas,
+        pods,
+        pvcs,
+        bootstrapped,
+        cluster: cluster_view(&inputs.statuses),
+        previous: rc.status.clone(),
+        now,
+        selector: selector_string(names),
+        applied: inputs
+            .statuses
+            .values()
+            .filter(|s| s.id != 0)
+            .map(|s| (s.id, s.applied_index))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::tests::cluster;
+    use flotilla_proto::admin::Member;
+    use serde_json::json;
+
+    fn status(id: u64, role: Role, term: u64, members: Vec<Member>) -> StatusResponse {
+        StatusResponse {
+            id,
+            name: format!("demo-{id}"),
+            cluster_id: 7,
+            role: role as i32,
+            term,
+            leader_id: if role == Role::Leader { id } else { 0 },
+            commit_index: 10,
+            members,
+            ..Default::default()
+        }
+    }
+
+    fn member(id: u64, learner: bool, healthy: Option<bool>) -> Member {
+        Member {
+            id,
+            name: format!("demo-{id}"),
+            is_learner: learner,
+            match_index: Some(9),
+            lag: Some(1),
+            healthy,
+            ..Default::default()
+        }
+    }
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).expect("pod")
+    }
+
+    #[test]
+    fn leader_of_the_highest_term_supplies_the_configuration() {
+        let mut st = BTreeMap::new();
+        st.insert(0, status(0, Role::Leader, 3, vec![member(0, false, None)]));
+        st.insert(
+            1,
+            status(
+                1,
+                Role::Leader,
+                4,
+                vec![
+                    member(0, false, Some(false)),
+                    member(1, false, None),
+                    member(2, true, Some(true)),
+                ],
+            ),
+        );
+        st.insert(2, status(2, Role::Follower, 4, vec![]));
+        let c = cluster_view(&st).expect("leader");
+        assert_eq!(c.leader_id, 1);
+        assert_eq!(c.members.len(), 3);
+        assert!(!c.members[0].healthy);
+        assert!(c.members[1].healthy, "the leader is healthy");
+        assert!(c.members[2].is_learner);
+        assert!(
+            cluster_view(&BTreeMap::from([(2, status(2, Role::Follower, 4, vec![]))])).is_none()
+        );
+    }
+
+    #[test]
+    fn pods_claims_and_config_are_read() {
+        let rc = cluster(3);
+        let names = Names::of(&rc).expect("names");
+        let inputs = Inputs {
+            sts_replicas: Some(2),
+            pods: vec![
+                pod(json!({"metadata": {"name": "demo-0"}, "status": {"phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True"}]}})),
+                pod(json!({"metadata": {"name": "demo-1"}, "status": {"phase": "Running",
+                    "containerStatuses": [{"name": "flotilla", "image": "i", "imageID": "", "ready": false,
+                        "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {"terminated": {"exitCode": 1,
+                            "message": "join attempt failed error=etcdserver: Peer URLs already exists"}}}]}})),
+                pod(json!({"metadata": {"name": "other-0"}})),
+            ],
+            pvcs: vec![
+                serde_json::from_value(json!({"metadata": {"name": "data-demo-3", "deletionTimestamp": "2026-01-01T00:00:00Z"}})).expect("pvc"),
+            ],
+            config_map: Some(serde_json::from_value(json!({"metadata": {"name": "demo-config"}, "data": {"CLUSTER_STATE": "existing"}})).expect("cm")),
+            statuses: BTreeMap::from([(0, status(0, Role::Leader, 1, vec![member(0, false, None)]))]),
+        };
+        let o = observed(&rc, &names, &inputs, "now".into());
+        assert_eq!(o.pods.len(), 2, "pods of other clusters are ignored");
+        assert!(o.pods[0].ready);
+        assert_eq!(
+            o.pods[0].node,
+            NodeIdentity::Member {
+                id: 0,
+                cluster_id: 7
+            }
+        );
+        assert!(!o.pods[1].ready);
+        assert_eq!(o.pods[1].node, NodeIdentity::JoinRefused);
+        assert_eq!(
+            o.pvcs,
+            [PvcView {
+                ordinal: 3,
+                terminating: true
+            }]
+        );
+        assert!(o.bootstrapped);
+        assert_eq!(o.desired, 3);
+        assert_eq!(o.sts_replicas, Some(2));
+        assert_eq!(o.cluster.expect("cluster").leader_id, 0);
+    }
+}

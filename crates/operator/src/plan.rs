@@ -1,0 +1,696 @@
+//! The membership plan: a pure function from one observed snapshot to the next step.
+//!
+//! Nothing here remembers anything between calls. Every decision is derived from what the
+//! snapshot shows — the spec, the StatefulSet's size, the pods, the claims and the Raft
+//! configuration as the leader reports it — so the operator can be killed between any two
+//! actions and the next pass picks up where the cluster actually is. That also makes each step
+//! idempotent: once an action has taken effect, the snapshot no longer asks for it.
+//!
+//! The rules, in the order they are checked (the first that applies decides the step):
+//! 1. No StatefulSet yet: create it with one pod; pod 0 bootstraps a one-member cluster.
+//! 2. No leader visible: change nothing (a configuration change needs a leader), report.
+//! 3. A configuration change is still uncommitted: wait — at most one change is ever in flight.
+//! 4. A member that belongs to no pod the StatefulSet keeps (ordinal ≥ its size, or a foreign
+//!    name): remove it, moving leadership away first if it leads.
+//! 5. Shrinking (spec below the StatefulSet's size): take the highest ordinal out of the Raft
+//!    configuration first — leadership away, then `RemoveMember` (refused if the voters left
+//!    could not form a quorum) — and only once it is gone from the committed configuration lower
+//!    the StatefulSet by one. One ordinal per step, so 5 → 1 passes through 4, 3, 2.
+//! 6. A pod that came back with an empty volume (its node reports another identity than the
+//!    member of its name, or its join was refused because that member still exists): remove
+//!    the old member id; the pod then joins again as a new learner.
+//! 7. A learner: promote it once it is healthy and within [`CATCH_UP_BOUND`] entries of the
+//!    leader, and only if the larger voter set still has a quorum of healthy voters.
+//! 8. Growing (spec above the StatefulSet's size), when every pod is a voter and no claim of a
+//!    higher ordinal is still being deleted: raise the StatefulSet by one. The new pod's node
+//!    joins itself as a learner (`flotilla node --join`), and rule 7 promotes it.
+//! 9. Claims of ordinals the StatefulSet no longer runs are deleted when the policy says so.
+//!
+//! Unhealthy members are reported (status condition and a Warning Event) and never replaced
+//! on a guess: only the positive evidence of rule 6 replaces a member.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::crd::{Condition, MemberRole, MemberStatus, Phase, RaftClusterStatus, RetentionPolicy};
+
+/// A learner is promoted once it lags the leader by at most this many entries.
+pub const CATCH_UP_BOUND: u64 = 100;
+
+/// What the node on a pod says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeIdentity {
+    /// It answered the admin Status call with this identity.
+    Member {
+        /// Its member id (0 while it has none).
+        id: u64,
+        /// Its cluster id.
+        cluster_id: u64,
+    },
+    /// Its last start failed because a member with its peer URL already exists: it has an
+    /// empty volume but its old self is still in the configuration.
+    JoinRefused,
+    /// No answer (starting, crashed, partitioned).
+    Unknown,
+}
+
+/// One pod of the StatefulSet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    /// Its ordinal.
+    pub ordinal: u32,
+    /// Kubernetes reports it Ready.
+    pub ready: bool,
+    /// Its container is running (phase Running and not being deleted).
+    pub running: bool,
+    /// What its node says.
+    pub node: NodeIdentity,
+}
+
+/// One claim of the StatefulSet's template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PvcView {
+    /// Its ordinal.
+    pub ordinal: u32,
+    /// It has a deletion timestamp.
+    pub terminating: bool,
+}
+
+/// One member of the Raft configuration, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// Member id.
+    pub id: u64,
+    /// Member name (the pod name).
+    pub name: String,
+    /// Learner (non-voting).
+    pub is_learner: bool,
+    /// The leader heard from it within an election timeout.
+    pub healthy: bool,
+    /// Highest index known replicated on it.
+    pub match_index: u64,
+    /// Entries behind the leader.
+    pub lag: u64,
+}
+
+/// The leader's view of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Cluster id.
+    pub cluster_id: u64,
+    /// The leader's member id.
+    pub leader_id: u64,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Index of the latest appended configuration change (0 if none).
+    pub pending_conf_index: u64,
+    /// The configuration.
+    pub members: Vec<MemberView>,
+}
+
+/// Everything one reconcile pass knows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// The RaftCluster's name; members are called `<name>-<ordinal>`.
+    pub name: String,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `spec.replicas`.
+    pub desired: i32,
+    /// `spec.storage.retentionOnScaleDown`.
+    pub retention: RetentionPolicy,
+    /// `spec.replicas` of the StatefulSet, if it exists.
+    pub sts_replicas: Option<i32>,
+    /// The StatefulSet's pods.
+    pub pods: Vec<PodView>,
+    /// The claims of its template.
+    pub pvcs: Vec<PvcView>,
+    /// The ConfigMap already says the cluster was bootstrapped.
+    pub bootstrapped: bool,
+    /// The leader's view, when a leader answered.
+    pub cluster: Option<ClusterView>,
+    /// The previous status (only to keep conditions' transition times).
+    pub previous: Option<RaftClusterStatus>,
+    /// Now, RFC 3339 (for new condition transitions).
+    pub now: String,
+    /// The pod selector string for the scale subresource.
+    pub selector: String,
+    /// Applied index by member id, from the members that answered the operator themselves.
+    pub applied: BTreeMap<u64, u64>,
+}
+
+/// A membership or workload action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Set the StatefulSet's replicas.
+    ScaleStatefulSet {
+        /// New size.
+        replicas: i32,
+    },
+    /// Promote a learner.
+    Promote {
+        /// Member id.
+        id: u64,
+        /// Member name.
+        name: String,
+    },
+    /// Remove a member from the configuration.
+    Remove {
+        /// Member id.
+        id: u64,
+        /// Member name.
+        name: String,
+    },
+    /// Ask the leader to hand leadership to its most up-to-date other voter.
+    TransferLeadership {
+        /// The current leader's id.
+        from: u64,
+    },
+    /// Delete a claim.
+    DeletePvc {
+        /// Ordinal whose claim goes.
+        ordinal: u32,
+    },
+    /// Delete a pod so its crash-loop back-off does not delay a rejoin.
+    RestartPod {
+        /// Ordinal.
+        ordinal: u32,
+    },
+}
+
+impl Action {
+    /// Whether this action changes the Raft configuration.
+    pub fn is_membership_change(&self) -> bool {
+        matches!(self, Action::Promote { .. } | Action::Remove { .. })
+    }
+}
+
+/// Severity of a planned Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Informational.
+    Normal,
+    /// Needs a human's attention.
+    Warning,
+}
+
+/// A Kubernetes Event the reconciler publishes about a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Normal or Warning.
+    pub severity: Severity,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// Human-readable text.
+    pub message: String,
+}
+
+/// The outcome of one planning pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The StatefulSet size to apply (unchanged unless a scale step is planned).
+    pub sts_replicas: i32,
+    /// Whether the ConfigMap should say the cluster was bootstrapped (sticky).
+    pub bootstrapped: bool,
+    /// Actions, in order. At most one of them is a membership change.
+    pub actions: Vec<Action>,
+    /// Events to publish.
+    pub notes: Vec<Note>,
+    /// The status to write.
+    pub status: RaftClusterStatus,
+    /// Come back soon: something is in progress.
+    pub busy: bool,
+}
+
+/// Voters needed for a quorum of `n` voters.
+pub fn quorum(n: usize) -> usize {
+    n / 2 + 1
+}
+
+fn hex(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+fn note(severity: Severity, reason: &'static str, message: String) -> Note {
+    Note {
+        severity,
+        reason,
+        message,
+    }
+}
+
+fn ordinal_of(cluster: &str, member: &str) -> Option<u32> {
+    let rest = member.strip_prefix(cluster)?.strip_prefix('-')?;
+    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    rest.parse().ok()
+}
+
+/// Computes the next step. Pure: same snapshot, same plan.
+pub fn plan(o: &Observed) -> Plan {
+    let mut p = Plan {
+        sts_replicas: o.sts_replicas.unwrap_or(1),
+        bootstrapped: o.bootstrapped || o.cluster.is_some(),
+        actions: Vec::new(),
+        notes: Vec::new(),
+        status: RaftClusterStatus::default(),
+        busy: false,
+    };
+    if o.desired % 2 == 0 {
+        p.notes.push(note(
+            Severity::Warning,
+            "EvenReplicas",
+            format!(
+                "{} members tolerate no more failures than {}; odd sizes are recommended",
+                o.desired,
+                o.desired - 1
+            ),
+        ));
+    }
+    decide(o, &mut p);
+    p.status = status(o, &p);
+    p
+}
+
+fn decide(o: &Observed, p: &mut Plan) {
+    // Rule 1.
+    let Some(sts) = o.sts_replicas else {
+        p.sts_replicas = 1;
+        p.busy = true;
+        p.notes.push(note(
+            Severity::Normal,
+            "Bootstrapping",
+            format!("creating {}-0, which starts a one-member cluster", o.name),
+        ));
+        return;
+    };
+    // Rule 2.
+    let Some(c) = &o.cluster else {
+        p.busy = true;
+        return;
+    };
+    // Rule 3.
+    if c.pending_conf_index > c.commit_index {
+        p.busy = true;
+        return;
+    }
+    let leader = c.leader_id;
+    let voters: Vec<&MemberView> = c.members.iter().filter(|m| !m.is_learner).collect();
+    let healthy_voters = |except: Option<u64>| {
+        voters
+            .iter()
+            .filter(|m| m.healthy && Some(m.id) != except)
+            .count()
+    };
+    let by_ordinal = |k: u32| {
+        c.members
+            .iter()
+            .find(|m| ordinal_of(&o.name, &m.name) == Some(k))
+    };
+    let pod = |k: u32| o.pods.iter().find(|p| p.ordinal == k);
+
+    // Removing `m` must leave a quorum of healthy voters in the smaller configuration, and the
+    // leader must not be the one removed (it could not commit its own removal safely).
+    let remove = |p: &mut Plan, m: &MemberView, reason: &'static str, why: String| {
+        p.busy = true;
+        if m.id == leader {
+            if voters.len() < 2 {
+                p.notes.push(note(
+                    Severity::Warning,
+                    "CannotRemoveLastVoter",
+                    format!("{} is the only voter", m.name),
+                ));
+                return;
+            }
+            p.actions.push(Action::TransferLeadership { from: leader });
+            p.notes.push(note(
+                Severity::Normal,
+                "TransferringLeadership",
+                format!("moving leadership off {} before removing it", m.name),
+            ));
+            return;
+        }
+        if !m.is_learner {
+            let left = voters.len() - 1;
+            if healthy_voters(Some(m.id)) < quorum(left) {
+                p.notes.push(note(
+                    Severity::Warning,
+                    "RemovalWouldLoseQuorum",
+                    format!(
+                        "not removing {}: {} healthy voters would remain of {left}, quorum is {}",
+                        m.name,
+                        healthy_voters(Some(m.id)),
+                        quorum(left)
+                    ),
+                ));
+                return;
+            }
+        }
+        p.actions.push(Action::Remove {
+            id: m.id,
+            name: m.name.clone(),
+        });
+        p.notes.push(note(
+            Severity::Normal,
+            reason,
+            format!("removing {} ({}): {why}", m.name, hex(m.id)),
+        ));
+    };
+
+    // Rule 4.
+    if let Some(m) = c
+        .members
+        .iter()
+        .find(|m| ordinal_of(&o.name, &m.name).is_none_or(|k| k as i32 >= sts))
+    {
+        remove(
+            p,
+            m,
+            "RemovingStrayMember",
+            "no pod of the StatefulSet carries it".into(),
+        );
+        return;
+    }
+
+    // Rule 5.
+    if o.desired < sts {
+        let k = (sts - 1) as u32;
+        match by_ordinal(k) {
+            Some(m) => remove(
+                p,
+                m,
+                "ScalingDown",
+                format!("shrinking towards {}", o.desired),
+            ),
+            None => {
+                p.busy = true;
+                p.sts_replicas = sts - 1;
+                p.actions
+                    .push(Action::ScaleStatefulSet { replicas: sts - 1 });
+                p.notes.push(note(
+                    Severity::Normal,
+                    "ScalingDown",
+                    format!(
+                        "{} left the configuration; StatefulSet to {}",
+                        o.name.clone() + "-" + &k.to_string(),
+                        sts - 1
+                    ),
+                ));
+            }
+        }
+        return;
+    }
+
+    // Rule 6.
+    for k in 0..sts as u32 {
+        let (Some(m), Some(pv)) = (by_ordinal(k), pod(k)) else {
+            continue;
+        };
+        let lost = match pv.node {
+            NodeIdentity::JoinRefused => true,
+            NodeIdentity::Member { id, cluster_id } => {
+                // id 0: the node is still waiting for its join; a voter or a member that has
+                // received entries cannot be that — its volume was wiped.
+                (id != 0 && (id != m.id || cluster_id != c.cluster_id))
+                    || (id == 0 && (!m.is_learner || m.match_index > 0))
+            }
+            NodeIdentity::Unknown => false,
+        };
+        if lost {
+            remove(
+                p,
+                m,
+                "ReplacingMember",
+                "its pod came back with an empty volume; it will rejoin as a new member".into(),
+            );
+            return;
+        }
+    }
+    // A pod whose join was refused while its old member was still listed, and whose old member
+    // is gone now: restart it rather than wait out its crash-loop back-off.
+    for k in 0..sts as u32 {
+        if let Some(pv) = pod(k)
+            && pv.node == NodeIdentity::JoinRefused
+            && by_ordinal(k).is_none()
+        {
+            p.busy = true;
+            p.actions.push(Action::RestartPod { ordinal: k });
+            p.notes.push(note(
+                Severity::Normal,
+                "RestartingPod",
+                format!("{}-{k} may join now", o.name),
+            ));
+            return;
+        }
+    }
+
+    // Rule 7.
+    if let Some(l) = c.members.iter().find(|m| m.is_learner) {
+        p.busy = true;
+        if !l.healthy || l.lag > CATCH_UP_BOUND {
+            return;
+        }
+        let n = voters.len() + 1;
+        if healthy_voters(None) + 1 < quorum(n) {
+            p.notes.push(note(
+                Severity::Warning,
+                "PromotionWouldLoseQuorum",
+                format!(
+                    "not promoting {}: only {} voters are healthy",
+                    l.name,
+                    healthy_voters(None)
+                ),
+            ));
+            return;
+        }
+        p.actions.push(Action::Promote {
+            id: l.id,
+            name: l.name.clone(),
+        });
+        p.notes.push(note(
+            Severity::Normal,
+            "PromotingLearner",
+            format!("{} ({}) caught up (lag {})", l.name, hex(l.id), l.lag),
+        ));
+        return;
+    }
+
+    // Unhealthy members: report, never replace on a guess.
+    for m in c.members.iter().filter(|m| !m.healthy) {
+        p.notes.push(note(
+            Severity::Warning,
+            "MemberUnhealthy",
+            format!(
+                "{} ({}) has not answered the leader recently",
+                m.name,
+                hex(m.id)
+            ),
+        ));
+    }
+
+    // Pods whose member has not appeared yet: their node is joining.
+    let all_voters = (0..sts as u32).all(|k| by_ordinal(k).is_some_and(|m| !m.is_learner));
+    if !all_voters {
+        p.busy = true;
+        return;
+    }
+
+    // Rule 8.
+    if o.desired > sts {
+        if o.pvcs
+            .iter()
+            .any(|v| v.terminating && v.ordinal as i32 >= sts)
+        {
+            p.busy = true;
+            return;
+        }
+        p.busy = true;
+        p.sts_replicas = sts + 1;
+        p.actions
+            .push(Action::ScaleStatefulSet { replicas: sts + 1 });
+        p.notes.push(note(
+            Severity::Normal,
+            "ScalingUp",
+            format!("adding {}-{sts} (growing towards {})", o.name, o.desired),
+        ));
+        return;
+    }
+
+    // Rule 9.
+    if o.retention == RetentionPolicy::Delete {
+        let running: BTreeSet<u32> = o.pods.iter().map(|p| p.ordinal).collect();
+        for v in &o.pvcs {
+            if v.ordinal as i32 >= sts && !v.terminating && !running.contains(&v.ordinal) {
+                p.actions.push(Action::DeletePvc { ordinal: v.ordinal });
+                p.notes.push(note(
+                    Severity::Normal,
+                    "DeletingVolume",
+                    format!(
+                        "{}-{} left the cluster; deleting its claim",
+                        o.name, v.ordinal
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn condition(o: &Observed, type_: &str, ok: bool, reason: &str, message: String) -> Condition {
+    let status = if ok { "True" } else { "False" }.to_owned();
+    let last = o
+        .previous
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| o.now.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: Some(last),
+        observed_generation: o.generation,
+    }
+}
+
+fn status(o: &Observed, p: &Plan) -> RaftClusterStatus {
+    let members: Vec<MemberStatus> = o
+        .cluster
+        .iter()
+        .flat_map(|c| &c.members)
+        .map(|m| MemberStatus {
+            name: m.name.clone(),
+            id: hex(m.id),
+            role: if m.is_learner {
+                MemberRole::Learner
+            } else {
+                MemberRole::Voter
+            },
+            healthy: m.healthy,
+            match_index: m.match_index,
+            lag: m.lag,
+            applied_index: o.applied.get(&m.id).copied(),
+        })
+        .collect();
+    let leader = o
+        .cluster
+        .as_ref()
+        .and_then(|c| c.members.iter().find(|m| m.id == c.leader_id))
+        .map(|m| m.name.clone());
+    let voters = members
+        .iter()
+        .filter(|m| m.role == MemberRole::Voter)
+        .count();
+    let healthy_voters = members
+        .iter()
+        .filter(|m| m.role == MemberRole::Voter && m.healthy)
+        .count();
+    let unhealthy: Vec<&str> = members
+        .iter()
+        .filter(|m| !m.healthy)
+        .map(|m| m.name.as_str())
+        .collect();
+    let sts = o.sts_replicas.unwrap_or(0);
+    let scaling = p.busy || sts != o.desired || members.len() as i32 != sts;
+    let has_leader = leader.is_some();
+
+    let phase = if !has_leader && !o.bootstrapped && o.cluster.is_none() {
+        Phase::Pending
+    } else if !has_leader || !unhealthy.is_empty() {
+        Phase::Degraded
+    } else if scaling {
+        Phase::Scaling
+    } else {
+        Phase::Running
+    };
+
+    let available = has_leader && healthy_voters >= quorum(voters.max(1));
+    let mut conditions = vec![
+        condition(
+            o,
+            "Available",
+            available,
+            if available {
+                "QuorumHealthy"
+            } else if has_leader {
+                "QuorumLost"
+            } else {
+                "NoLeader"
+            },
+            match &leader {
+                Some(l) => format!("leader {l}; {healthy_voters} of {voters} voters healthy"),
+                None => "no leader is visible to the operator".to_owned(),
+            },
+        ),
+        condition(
+            o,
+            "Progressing",
+            scaling,
+            if !scaling {
+                "Stable"
+            } else if o.desired > sts {
+                "ScalingUp"
+            } else if o.desired < sts {
+                "ScalingDown"
+            } else {
+                "Reconciling"
+            },
+            format!(
+                "{} of {} members in the configuration, StatefulSet at {sts}",
+                members.len(),
+                o.desired
+            ),
+        ),
+        condition(
+            o,
+            "Degraded",
+            !has_leader || !unhealthy.is_empty(),
+            if !has_leader {
+                "NoLeader"
+            } else if unhealthy.is_empty() {
+                "AllMembersHealthy"
+            } else {
+                "MembersUnhealthy"
+            },
+            if !has_leader {
+                "no leader is visible to the operator".to_owned()
+            } else if unhealthy.is_empty() {
+                "every member answers the leader".to_owned()
+            } else {
+                format!("unhealthy: {}", unhealthy.join(", "))
+            },
+        ),
+    ];
+    // One more failure would lose quorum.
+    let at_risk = voters > 0 && healthy_voters <= quorum(voters);
+    conditions.push(condition(
+        o,
+        "QuorumAtRisk",
+        at_risk,
+        if at_risk {
+            "NoFailureTolerance"
+        } else {
+            "FailureTolerant"
+        },
+        format!(
+            "{healthy_voters} healthy voters, quorum {}: tolerates {} more failure(s)",
+            quorum(voters.max(1)),
+            healthy_voters.saturating_sub(quorum(voters.max(1)))
+        ),
+    ));
+
+    RaftClusterStatus {
+        replicas: sts,
+        ready_replicas: o.pods.iter().filter(|p| p.ready).count() as i32,
+        selector: o.selector.clone(),
+        leader,
+        members,
+        phase,
+        observed_generation: o.generation,
+        conditions,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,574 @@
+//! The Kubernetes objects a `RaftCluster` owns, built from its spec (pure functions).
+//!
+//! Everything here is a function of (the resource, the StatefulSet size the plan chose, whether
+//! the cluster has been bootstrapped), so the reconciler can server-side apply the whole set on
+//! every pass: applying the same object twice is a no-op, which is what makes the reconcile
+//! idempotent. Objects are written as JSON literals and then parsed into the typed k8s-openapi
+//! structs: they read like the manifests they become, and the parse still checks every field.
+//!
+//! Names, for a cluster `NAME` in namespace `NS`:
+//! - StatefulSet `NAME`, pods `NAME-<ordinal>`, claims `data-NAME-<ordinal>`;
+//! - headless Service `NAME-peer` (peer DNS `NAME-<k>.NAME-peer.NS.svc`, not-ready addresses
+//!   published so a joining member can be reached before it is ready);
+//! - client Service `NAME` (port 2379, ready pods only) — what etcdctl talks to;
+//! - PodDisruptionBudget `NAME`; ConfigMap `NAME-config` (the pods' environment).
+//!
+//! How a pod configures itself: its start script reads its ordinal from `POD_NAME`. Pod 0 of a
+//! cluster that was never bootstrapped (`CLUSTER_STATE=new`) starts a one-member cluster with
+//! `--initial-cluster`; every other start uses `--join` against the client Service, where the
+//! node asks the leader to add it as a learner. Once a leader has been seen the operator flips
+//! `CLUSTER_STATE` to `existing` for good, so even pod 0 returning with an empty volume joins
+//! instead of founding a second cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::crd::RaftCluster;
+
+/// Port of the etcd v3 client API (and the admin API).
+pub const CLIENT_PORT: u16 = 2379;
+/// Port of the peer (Raft) API.
+pub const PEER_PORT: u16 = 2380;
+/// Port of the node's /metrics, /healthz and /readyz.
+pub const METRICS_PORT: u16 = 9379;
+/// Field manager for every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "flotilla-operator";
+/// Where the volume is mounted in the pod.
+const DATA_MOUNT: &str = "/var/lib/flotilla";
+/// Name of the claim template (claims are `data-<pod>`).
+pub const CLAIM_TEMPLATE: &str = "data";
+
+/// Why an object could not be built (a spec field that does not fit its Kubernetes type).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The resource has no namespace or name yet.
+    #[error("RaftCluster has no {0}")]
+    Missing(&'static str),
+    /// A built object did not parse into its typed form.
+    #[error("building {kind}: {source}")]
+    Shape {
+        /// The object's kind.
+        kind: &'static str,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+}
+
+/// The names derived from a cluster's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// The RaftCluster's name (also the StatefulSet, client Service, PDB name).
+    pub cluster: String,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+impl Names {
+    /// Names for a resource; fails when it has no name or namespace.
+    pub fn of(rc: &RaftCluster) -> Result<Self, BuildError> {
+        Ok(Self {
+            cluster: rc.meta().name.clone().ok_or(BuildError::Missing("name"))?,
+            namespace: rc.namespace().ok_or(BuildError::Missing("namespace"))?,
+        })
+    }
+    /// The headless Service.
+    pub fn peer_service(&self) -> String {
+        format!("{}-peer", self.cluster)
+    }
+    /// The ConfigMap.
+    pub fn config_map(&self) -> String {
+        format!("{}-config", self.cluster)
+    }
+    /// Pod (and member) name of an ordinal.
+    pub fn pod(&self, ordinal: u32) -> String {
+        format!("{}-{ordinal}", self.cluster)
+    }
+    /// Claim name of an ordinal.
+    pub fn pvc(&self, ordinal: u32) -> String {
+        format!("{CLAIM_TEMPLATE}-{}-{ordinal}", self.cluster)
+    }
+    /// Ordinal of a pod or member name of this cluster.
+    pub fn ordinal_of(&self, pod_name: &str) -> Option<u32> {
+        let rest = pod_name.strip_prefix(&self.cluster)?.strip_prefix('-')?;
+        if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        rest.parse().ok()
+    }
+    /// Ordinal of a claim name of this cluster.
+    pub fn ordinal_of_pvc(&self, pvc_name: &str) -> Option<u32> {
+        self.ordinal_of(pvc_name.strip_prefix(CLAIM_TEMPLATE)?.strip_prefix('-')?)
+    }
+    /// A pod's stable DNS name through the headless Service.
+    pub fn pod_host(&self, ordinal: u32) -> String {
+        format!(
+            "{}.{}.{}.svc",
+            self.pod(ordinal),
+            self.peer_service(),
+            self.namespace
+        )
+    }
+    /// Admin (client-port) endpoint of an ordinal, as the operator dials it.
+    pub fn admin_endpoint(&self, ordinal: u32) -> String {
+        format!("http://{}:{CLIENT_PORT}", self.pod_host(ordinal))
+    }
+    /// The client Service's in-cluster endpoint.
+    pub fn client_endpoint(&self) -> String {
+        format!("{}.{}.svc:{CLIENT_PORT}", self.cluster, self.namespace)
+    }
+}
+
+/// Labels on every owned object; the first two select the pods.
+pub fn labels(names: &Names) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "flotilla".to_owned()),
+        (
+            "app.kubernetes.io/instance".to_owned(),
+            names.cluster.clone(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            FIELD_MANAGER.to_owned(),
+        ),
+    ])
+}
+
+/// The pod selector, also as the string the scale subresource reports.
+pub fn selector(names: &Names) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "flotilla".to_owned()),
+        (
+            "app.kubernetes.io/instance".to_owned(),
+            names.cluster.clone(),
+        ),
+    ])
+}
+
+/// `k=v,k=v` form of [`selector`].
+pub fn selector_string(names: &Names) -> String {
+    selector(names)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// How many pods a voluntary eviction may take down without breaking quorum: a cluster of `n`
+/// voters survives `(n - 1) / 2` failures, so 0 for one or two members. `n` is the smaller of
+/// the desired and the running size, since mid-scale the smaller one is the real cluster.
+pub fn max_unavailable(n: i32) -> i32 {
+    (n.max(1) - 1) / 2
+}
+
+fn metadata(rc: &RaftCluster, names: &Names, name: String) -> Value {
+    let owner = rc.controller_owner_ref(&());
+    json!({
+        "name": name,
+        "namespace": names.namespace,
+        "labels": labels(names),
+        "ownerReferences": owner.map(|o| vec![o]).unwrap_or_default(),
+    })
+}
+
+fn parse<T: DeserializeOwned>(kind: &'static str, v: Value) -> Result<T, BuildError> {
+    serde_json::from_value(v).map_err(|source| BuildError::Shape { kind, source })
+}
+
+/// The start script: ordinal → bootstrap or join (see the module docs).
+const START_SCRIPT: &str = r#"set -eu
+ord="${POD_NAME##*-}"
+host="${POD_NAME}.${PEER_SERVICE}.${POD_NAMESPACE}.svc"
+set -- node --name "$POD_NAME" --data-dir /var/lib/flotilla/data \
+  --listen-client 0.0.0.0:2379 --listen-peer 0.0.0.0:2380 --listen-metrics 0.0.0.0:9379 \
+  --advertise-client "http://$host:2379" --advertise-peer "http://$host:2380"
+if [ "$CLUSTER_STATE" = new ] && [ "$ord" = 0 ]; then
+  exec flotilla "$@" --initial-cluster "$POD_NAME=http://$host:2380"
+fi
+exec flotilla "$@" --join "$JOIN_ENDPOINTS"
+"#;
+
+/// The ConfigMap the pods take their environment from. `bootstrapped` is sticky (see module
+/// docs); the Raft settings are the node's own `FLOTILLA_*` variables.
+pub fn config_map(rc: &RaftCluster, bootstrapped: bool) -> Result<ConfigMap, BuildError> {
+    let names = Names::of(rc)?;
+    let r = &rc.spec.raft;
+    let uid = rc.meta().uid.clone().unwrap_or_default();
+    parse(
+        "ConfigMap",
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(rc, &names, names.config_map()),
+            "data": {
+                "CLUSTER_STATE": if bootstrapped { "existing" } else { "new" },
+                "JOIN_ENDPOINTS": names.client_endpoint(),
+                "PEER_SERVICE": names.peer_service(),
+                // A token unique to this resource: a RaftCluster deleted and created again under
+                // the same name founds a cluster with a different id, and stale volumes of the
+                // old one are refused rather than mixed in.
+                "FLOTILLA_CLUSTER_TOKEN": format!("{}/{}/{uid}", names.namespace, names.cluster),
+                "FLOTILLA_TICK_MS": r.tick_ms.to_string(),
+                "FLOTILLA_ELECTION_TICKS": r.election_ticks.to_string(),
+                "FLOTILLA_HEARTBEAT_TICKS": r.heartbeat_ticks.to_string(),
+                "FLOTILLA_SNAPSHOT_THRESHOLD": r.snapshot_threshold.to_string(),
+            }
+        }),
+    )
+}
+
+/// A short hash of the settings that need a restart to take effect; it goes on the pod template
+/// so changing them rolls the pods, while flipping `CLUSTER_STATE` does not.
+fn settings_hash(rc: &RaftCluster) -> String {
+    let r = &rc.spec.raft;
+    let text = format!(
+        "{}/{}/{}/{}",
+        r.tick_ms, r.election_ticks, r.heartbeat_ticks, r.snapshot_threshold
+    );
+    // FNV-1a: stable across Rust versions, unlike DefaultHasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The StatefulSet. It carries no `replicas`: server-side apply would then own the field and
+/// could undo a scale step; the size changes only through the plan's explicit scale actions
+/// (the `/scale` subresource), and a new StatefulSet starts at Kubernetes' default of one pod —
+/// pod 0, which bootstraps.
+pub fn stateful_set(rc: &RaftCluster) -> Result<StatefulSet, BuildError> {
+    let names = Names::of(rc)?;
+    let s = &rc.spec;
+    let mut container = json!({
+        "name": "flotilla",
+        "image": s.image,
+        "command": ["/bin/sh", "-c", START_SCRIPT],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ],
+        "envFrom": [{"configMapRef": {"name": names.config_map()}}],
+        "ports": [
+            {"name": "client", "containerPort": CLIENT_PORT},
+            {"name": "peer", "containerPort": PEER_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 2},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": 10, "failureThreshold": 6,
+        },
+        "volumeMounts": [{"name": CLAIM_TEMPLATE, "mountPath": DATA_MOUNT}],
+        // The last log lines of a failed start land in the pod status, where the operator reads
+        // why a join was refused (a member with this peer URL already exists: lost volume).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": true,
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    });
+    if let Some(p) = &s.image_pull_policy {
+        container["imagePullPolicy"] = json!(p);
+    }
+    if let Some(r) = &s.resources {
+        container["resources"] = json!(r);
+    }
+    let mut pod_spec = json!({
+        "containers": [container],
+        "securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532},
+        // Long enough for a leader to hand leadership over on SIGTERM.
+        "terminationGracePeriodSeconds": 30,
+    });
+    let sch = &s.scheduling;
+    if let Some(v) = &sch.node_selector {
+        pod_spec["nodeSelector"] = json!(v);
+    }
+    if let Some(v) = &sch.tolerations {
+        pod_spec["tolerations"] = json!(v);
+    }
+    if let Some(v) = &sch.affinity {
+        pod_spec["affinity"] = json!(v);
+    }
+    if let Some(v) = &sch.topology_spread_constraints {
+        pod_spec["topologySpreadConstraints"] = json!(v);
+    }
+    let mut claim_spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": s.storage.size}},
+    });
+    if let Some(c) = &s.storage.storage_class_name {
+        claim_spec["storageClassName"] = json!(c);
+    }
+    parse(
+        "StatefulSet",
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": metadata(rc, &names, names.cluster.clone()),
+            "spec": {
+                "serviceName": names.peer_service(),
+                // The operator sequences membership itself; OrderedReady would only add a
+                // second, weaker ordering (and block replacing a broken low ordinal).
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": selector(&names)},
+                // Claims are deleted by the operator after the member has left the Raft
+                // configuration (per spec.storage.retentionOnScaleDown), never by the
+                // StatefulSet controller, and never when the cluster is deleted.
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+                "template": {
+                    "metadata": {
+                        "labels": labels(&names),
+                        "annotations": {"flotilla.dev/settings-hash": settings_hash(rc)},
+                    },
+                    "spec": pod_spec,
+                },
+                "volumeClaimTemplates": [{
+                    "metadata": {"name": CLAIM_TEMPLATE, "labels": selector(&names)},
+                    "spec": claim_spec,
+                }],
+            }
+        }),
+    )
+}
+
+/// The headless Service that gives each pod its peer DNS name.
+pub fn peer_service(rc: &RaftCluster) -> Result<Service, BuildError> {
+    let names = Names::of(rc)?;
+    parse(
+        "Service",
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(rc, &names, names.peer_service()),
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": true,
+                "selector": selector(&names),
+                "ports": [
+                    {"name": "peer", "port": PEER_PORT, "targetPort": "peer"},
+                    {"name": "client", "port": CLIENT_PORT, "targetPort": "client"},
+                ],
+            }
+        }),
+    )
+}
+
+/// The client Service (ready pods only).
+pub fn client_service(rc: &RaftCluster) -> Result<Service, BuildError> {
+    let names = Names::of(rc)?;
+    parse(
+        "Service",
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(rc, &names, names.cluster.clone()),
+            "spec": {
+                "selector": selector(&names),
+                "ports": [
+                    {"name": "client", "port": CLIENT_PORT, "targetPort": "client"},
+                    {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+                ],
+            }
+        }),
+    )
+}
+
+/// The PodDisruptionBudget for a cluster whose real size is `size` voters.
+pub fn pod_disruption_budget(
+    rc: &RaftCluster,
+    size: i32,
+) -> Result<PodDisruptionBudget, BuildError> {
+    let names = Names::of(rc)?;
+    parse(
+        "PodDisruptionBudget",
+        json!({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": metadata(rc, &names, names.cluster.clone()),
+            "spec": {
+                "maxUnavailable": max_unavailable(size),
+                "selector": {"matchLabels": selector(&names)},
+            }
+        }),
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::crd::RaftClusterSpec;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    pub(crate) fn cluster(replicas: i32) -> RaftCluster {
+        let mut rc = RaftCluster::new(
+            "demo",
+            serde_json::from_value::<RaftClusterSpec>(
+                json!({"replicas": replicas, "image": "flotilla:test", "storage": {"size": "2Gi", "storageClassName": "fast"}}),
+            )
+            .expect("spec"),
+        );
+        rc.meta_mut().namespace = Some("ns".into());
+        rc.meta_mut().uid = Some("uid-1".into());
+        rc
+    }
+
+    #[test]
+    fn names_and_ordinals() {
+        let n = Names::of(&cluster(3)).expect("names");
+        assert_eq!(n.pod(2), "demo-2");
+        assert_eq!(n.pvc(2), "data-demo-2");
+        assert_eq!(n.ordinal_of("demo-12"), Some(12));
+        assert_eq!(n.ordinal_of("demo-x"), None);
+        assert_eq!(n.ordinal_of("demox-1"), None);
+        assert_eq!(n.ordinal_of("demo-"), None);
+        assert_eq!(n.ordinal_of_pvc("data-demo-4"), Some(4));
+        assert_eq!(n.ordinal_of_pvc("logs-demo-4"), None);
+        assert_eq!(n.pod_host(1), "demo-1.demo-peer.ns.svc");
+    }
+
+    #[test]
+    fn pdb_never_allows_breaking_quorum() {
+        assert_eq!(
+            [1, 2, 3, 4, 5, 6, 7].map(max_unavailable),
+            [0, 0, 1, 1, 2, 2, 3]
+        );
+        for n in 1..10 {
+            let quorum = n / 2 + 1;
+            assert!(n - max_unavailable(n) >= quorum, "n={n}");
+        }
+        let pdb = pod_disruption_budget(&cluster(5), 3).expect("pdb");
+        let spec = pdb.spec.expect("spec");
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(spec.min_available, None);
+    }
+
+    #[test]
+    fn stateful_set_from_spec() {
+        let sts = stateful_set(&cluster(3)).expect("sts");
+        assert_eq!(sts.metadata.name.as_deref(), Some("demo"));
+        let owner = &sts.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("RaftCluster", "demo", "uid-1")
+        );
+        assert_eq!(owner.controller, Some(true));
+        let spec = sts.spec;
+        assert_eq!(
+            spec.replicas, None,
+            "replicas change only through the scale subresource"
+        );
+        assert_eq!(spec.service_name.as_deref(), Some("demo-peer"));
+        let claim = &spec.volume_claim_templates.as_ref().expect("claims")[0];
+        assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+        let cs = claim.spec.as_ref().expect("claim spec");
+        assert_eq!(cs.storage_class_name.as_deref(), Some("fast"));
+        let req = cs
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .expect("requests");
+        assert_eq!(req["storage"].0, "2Gi");
+        let pod = spec.template.spec.expect("pod spec");
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("flotilla:test"));
+        let script = &c.command.as_ref().expect("command")[2];
+        assert!(script.contains("--initial-cluster \"$POD_NAME=http://$host:2380\""));
+        assert!(script.contains("--join \"$JOIN_ENDPOINTS\""));
+        assert!(script.contains("--advertise-peer \"http://$host:2380\""));
+        assert_eq!(
+            c.env_from.as_ref().expect("envFrom")[0]
+                .config_map_ref
+                .as_ref()
+                .expect("cm")
+                .name,
+            "demo-config"
+        );
+        assert_eq!(
+            spec.selector.match_labels.as_ref().expect("labels"),
+            &selector(&Names::of(&cluster(3)).expect("names"))
+        );
+        let policy = spec
+            .persistent_volume_claim_retention_policy
+            .expect("policy");
+        assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
+    }
+
+    #[test]
+    fn scheduling_and_resources_reach_the_pod() {
+        let mut rc = cluster(3);
+        rc.spec.scheduling.node_selector = Some(BTreeMap::from([("disk".into(), "ssd".into())]));
+        rc.spec.image_pull_policy = Some("Never".into());
+        let pod = stateful_set(&rc)
+            .expect("sts")
+            .spec
+            .template
+            .spec
+            .expect("pod");
+        assert_eq!(pod.node_selector.expect("selector")["disk"], "ssd");
+        assert_eq!(
+            pod.containers[0].image_pull_policy.as_deref(),
+            Some("Never")
+        );
+    }
+
+    #[test]
+    fn settings_change_rolls_pods_but_bootstrap_flag_does_not() {
+        let a = cluster(3);
+        let mut b = cluster(3);
+        b.spec.raft.tick_ms = 50;
+        let ann = |rc: &RaftCluster| {
+            stateful_set(rc)
+                .expect("sts")
+                .spec
+                .template
+                .metadata
+                .expect("meta")
+                .annotations
+                .expect("ann")["flotilla.dev/settings-hash"]
+                .clone()
+        };
+        assert_ne!(ann(&a), ann(&b));
+        assert_eq!(ann(&a), ann(&cluster(3)));
+    }
+
+    #[test]
+    fn services_and_config() {
+        let rc = cluster(3);
+        let peer = peer_service(&rc).expect("peer").spec.expect("spec");
+        assert_eq!(peer.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(peer.publish_not_ready_addresses, Some(true));
+        let client = client_service(&rc).expect("client").spec.expect("spec");
+        assert_eq!(client.ports.expect("ports")[0].port, 2379);
+        assert_eq!(client.publish_not_ready_addresses, None);
+        let cm = config_map(&rc, false).expect("cm").data.expect("data");
+        assert_eq!(cm["CLUSTER_STATE"], "new");
+        assert_eq!(cm["JOIN_ENDPOINTS"], "demo.ns.svc:2379");
+        assert_eq!(cm["FLOTILLA_CLUSTER_TOKEN"], "ns/demo/uid-1");
+        assert_eq!(cm["FLOTILLA_ELECTION_TICKS"], "10");
+        let cm = config_map(&rc, true).expect("cm").data.expect("data");
+        assert_eq!(cm["CLUSTER_STATE"], "existing");
+        assert!(
+            !cm.contains_key("FLOTILLA_JOIN"),
+            "FLOTILLA_JOIN would conflict with --initial-cluster"
+        );
+    }
+
+    #[test]
+    fn resource_without_namespace_is_an_error() {
+        let mut rc = cluster(1);
+        rc.meta_mut().namespace = None;
+        assert!(matches!(
+            stateful_set(&rc),
+            Err(BuildError::Missing("namespace"))
+        ));
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs Flotilla's whole test suite on a fresh Debian bookworm machine.
+#
+# It installs what the tests need first (Debian's etcd-client for `etcdctl`, strace for the
+# fsync test), so a missing install step fails here, loudly, rather than hiding behind a
+# machine that was prepared by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v etcdctl >/dev/null 2>&1 || need_pkgs+=(etcd-client)
+command -v strace >/dev/null 2>&1 || need_pkgs+=(strace)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${need_pkgs[@]}"
+fi
+etcdctl version
+strace -V | head -1
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# Benches run once each in test mode (criterion's `--test`): they keep compiling and working,
+# but the suite never times anything.
+cargo test --workspace --benches -- --test
+
+cargo test --workspace --doc
+
+# The operator's integration test drives real `flotilla` processes.
+cargo build -p flotilla-node --bin flotilla
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+# nextest's summary line is the suite's closing line: keep it last.
