@@ -942,7 +942,8 @@ fn batched_apply_matches_one_by_one_apply() {
             db.flush().expect("flush");
         }
         // What reached sled is the same state, with the last entry's applied index.
-        let db = sled::open(dir.path()).expect("reopen sled");
+        // sled's flusher thread may hold the old handle's lock for a moment: open_db waits.
+        let db = flotilla_node::storage::open_db(dir.path()).expect("reopen sled");
         let store = MvccStore::open(&db).expect("reopen store");
         assert_eq!(store.applied_index(), entries.len() as u64);
         assert_eq!(fingerprint(&store), fingerprint(&one.store));
