@@ -87,7 +87,17 @@ pub struct RaftLoop {
     durable_term_vote: (u64, NodeId),
     /// Highest log index known durable in the local store (what earlier Readies synced).
     durable_last: u64,
+    /// When the status was last published, and whether something a reader must see at once
+    /// (leader, term, role, members) changed since.
+    last_publish: Instant,
+    publish_now: bool,
 }
+
+/// Under load a Ready completes every few hundred microseconds; building the status (member
+/// list, per-peer progress, labelled gauges) each time cost a visible share of the leader's
+/// CPU. Routine progress (commit, applied, revision) is published at most this often; changes
+/// of leader, term, role or membership at once.
+const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 
 impl RaftLoop {
     /// Creates the loop around a started node.
@@ -130,6 +140,8 @@ impl RaftLoop {
             db_size: 0,
             durable_term_vote,
             durable_last,
+            last_publish: Instant::now(),
+            publish_now: true,
         };
         l.refresh_peers();
         l.publish();
@@ -262,6 +274,7 @@ impl RaftLoop {
                         peer_urls: Vec::new(),
                         ..m
                     });
+                    self.publish_now = true;
                 }
             }
             Command::Shutdown { reply } => return Some(reply),
@@ -388,6 +401,9 @@ impl RaftLoop {
                 .store_mut()
                 .set_hard_state(hs)
                 .map_err(|e| e.to_string())?;
+            if hs.term != self.durable_term_vote.0 {
+                self.publish_now = true;
+            }
             self.metrics.term.set(hs.term as i64);
             self.metrics.commit_index.set(hs.commit as i64);
         }
@@ -430,11 +446,14 @@ impl RaftLoop {
         // 7. Advance.
         self.node.advance();
         self.maybe_snapshot()?;
-        self.publish();
+        if self.publish_now || self.last_publish.elapsed() >= PUBLISH_EVERY {
+            self.publish();
+        }
         Ok(())
     }
 
     fn on_soft_state(&mut self, leader: NodeId, role: Role) {
+        self.publish_now = true;
         if leader != self.last_leader {
             if leader != 0 {
                 self.metrics.leader_changes_seen.inc();
@@ -601,6 +620,7 @@ impl RaftLoop {
     }
 
     fn refresh_peers(&mut self) {
+        self.publish_now = true;
         let st = self.node.status();
         // Everyone in the configuration, plus every member whose address we know: a member
         // that joined with an empty configuration must be able to answer the leader before
@@ -619,6 +639,8 @@ impl RaftLoop {
     }
 
     fn publish(&mut self) {
+        self.last_publish = Instant::now();
+        self.publish_now = false;
         let st = self.node.status();
         if st.leader != 0 && self.ready_target.is_none() {
             self.ready_target = Some(st.commit);
