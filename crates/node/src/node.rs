@@ -241,7 +241,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     });
     let mvcc = MvccStore::open(&db).context("opening the key-value store")?;
     let sm = StateMachine::new(mvcc);
-    let snap_index = log_store.snapshot()?.meta.index;
+    let snap_index = log_store.snapshot_meta().index;
     let applied = sm.applied_index().max(snap_index);
 
     let mut rcfg = flotilla_raft::Config::new(ident.member_id);

@@ -35,7 +35,7 @@ use super::members::{self, Member, Members};
 use super::{Command, NodeStatus, PeerProgress, ProposalReply, ServerError};
 use crate::metrics::Metrics;
 use crate::server::sm::StateMachine;
-use crate::storage::SledLogStore;
+use crate::storage::{ImageSource, SledLogStore};
 
 /// Where the loop hands messages to send (the transport).
 pub trait Outbox: Send + Sync {
@@ -53,6 +53,57 @@ pub struct LoopSettings {
     pub snapshot_threshold: u64,
     /// The cluster id.
     pub cluster_id: u64,
+}
+
+/// What a full snapshot image must describe: the applied index and the configuration and
+/// members as of it. The loop updates it after every apply; [`LiveImage`] reads it.
+#[derive(Debug)]
+struct AppliedView {
+    index: u64,
+    conf_state: flotilla_raft::ConfState,
+    members: Members,
+}
+
+/// Builds full snapshot images from the live state machine (see `storage::log_store`).
+struct LiveImage {
+    sm: Arc<RwLock<StateMachine>>,
+    view: Arc<std::sync::Mutex<AppliedView>>,
+}
+
+impl std::fmt::Debug for LiveImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveImage").finish_non_exhaustive()
+    }
+}
+
+impl ImageSource for LiveImage {
+    fn image(
+        &self,
+    ) -> Result<(u64, flotilla_raft::ConfState, Vec<u8>), flotilla_raft::StorageError> {
+        let io = |e: String| flotilla_raft::StorageError::Io(e);
+        let view = self
+            .view
+            .lock()
+            .map_err(|_| io("applied view poisoned".into()))?;
+        let started = Instant::now();
+        let state = self
+            .sm
+            .read()
+            .map_err(|_| io("state machine lock poisoned".into()))?
+            .snapshot()
+            .map_err(io)?;
+        tracing::info!(
+            index = view.index,
+            bytes = state.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "built a snapshot image for a follower behind the compacted log"
+        );
+        Ok((
+            view.index,
+            view.conf_state.clone(),
+            members::encode_snapshot(&view.members, &state),
+        ))
+    }
 }
 
 struct Waiter<T> {
@@ -91,6 +142,10 @@ pub struct RaftLoop {
     /// (leader, term, role, members) changed since.
     last_publish: Instant,
     publish_now: bool,
+    /// The applied index, configuration and members, shared with the image source.
+    view: Arc<std::sync::Mutex<AppliedView>>,
+    /// The configuration as of `applied` (the core's runs ahead: it takes effect on append).
+    applied_conf: flotilla_raft::ConfState,
 }
 
 /// Under load a Ready completes every few hundred microseconds; building the status (member
@@ -98,6 +153,10 @@ pub struct RaftLoop {
 /// CPU. Routine progress (commit, applied, revision) is published at most this often; changes
 /// of leader, term, role or membership at once.
 const PUBLISH_EVERY: Duration = Duration::from_millis(10);
+
+/// Compacted log entries deleted per Ready: small enough not to be seen in a Ready's latency,
+/// large enough to clear a compaction's worth long before the next one.
+const TRIM_PER_READY: u64 = 256;
 
 impl RaftLoop {
     /// Creates the loop around a started node.
@@ -112,8 +171,19 @@ impl RaftLoop {
         status_tx: watch::Sender<NodeStatus>,
         applied_tx: watch::Sender<u64>,
     ) -> Self {
+        let mut node = node;
         let st = node.status();
-        let last_snapshot = node.store().snapshot().map(|s| s.meta.index).unwrap_or(0);
+        let last_snapshot = node.store().snapshot_meta().index;
+        let applied_conf = conf_as_of(node.store(), st.applied);
+        let view = Arc::new(std::sync::Mutex::new(AppliedView {
+            index: st.applied,
+            conf_state: applied_conf.clone(),
+            members: members.clone(),
+        }));
+        node.store_mut().set_image_source(Arc::new(LiveImage {
+            sm: sm.clone(),
+            view: view.clone(),
+        }));
         // Whatever the store holds at start is durable (it was read back from disk).
         let durable_term_vote = (st.term, st.vote);
         let durable_last = st.last_index;
@@ -142,6 +212,8 @@ impl RaftLoop {
             durable_last,
             last_publish: Instant::now(),
             publish_now: true,
+            view,
+            applied_conf,
         };
         l.refresh_peers();
         l.publish();
@@ -353,6 +425,7 @@ impl RaftLoop {
         if let Some(snap) = snapshot {
             let started = Instant::now();
             let index = snap.meta.index;
+            let conf_state = snap.meta.conf_state.clone();
             // An index-0 snapshot only carries the bootstrap configuration (for a member
             // that joined with an empty one): there is no state machine image to restore.
             if index > 0 {
@@ -375,6 +448,8 @@ impl RaftLoop {
             }
             if index > 0 {
                 self.applied = self.applied.max(index);
+                self.applied_conf = conf_state.clone();
+                self.update_view(true);
                 self.last_snapshot = index;
                 self.metrics.snapshots.inc();
                 self.metrics
@@ -502,6 +577,7 @@ impl RaftLoop {
         // is written.
         sm.begin_batch();
         let mut replies = Vec::new();
+        let conf_applied = committed.iter().any(|e| e.kind == EntryKind::ConfChange);
         let applied = self.apply_entries(&mut sm, sm_applied, committed, &mut replies);
         let finished = sm.finish_batch();
         drop(sm);
@@ -510,6 +586,7 @@ impl RaftLoop {
         for (reply, r) in replies {
             let _ = reply.send(r);
         }
+        self.update_view(conf_applied);
         self.metrics.applied_index.set(self.applied as i64);
         self.metrics
             .proposals_pending
@@ -549,6 +626,7 @@ impl RaftLoop {
                 }
                 EntryKind::ConfChange => {
                     if let Some(cc) = decode_conf_change(&e.data) {
+                        self.applied_conf = self.applied_conf.apply(&cc);
                         match cc.kind {
                             ConfChangeKind::RemoveNode => {
                                 if cc.node_id == self.node.status().id {
@@ -580,27 +658,37 @@ impl RaftLoop {
         Ok(())
     }
 
+    /// Publishes the applied index (and, when they changed, the configuration and members
+    /// as of it) to the image source.
+    fn update_view(&mut self, conf_changed: bool) {
+        if let Ok(mut v) = self.view.lock() {
+            v.index = self.applied;
+            if conf_changed {
+                v.conf_state = self.applied_conf.clone();
+                v.members = self.members.clone();
+            }
+        }
+    }
+
+    /// Compacts the log every `snapshot_threshold` applied entries. The snapshot stores only
+    /// the member list: the state machine is durable in the same database, and a follower that
+    /// needs it gets an image built at that moment (storage::log_store's module docs).
     fn maybe_snapshot(&mut self) -> Result<(), String> {
+        // Entries a compaction left behind go a few hundred per Ready.
+        self.node
+            .store_mut()
+            .trim(TRIM_PER_READY)
+            .map_err(|e| e.to_string())?;
         if self.applied < self.last_snapshot + self.settings.snapshot_threshold.max(1) {
             return Ok(());
         }
-        let st = self.node.status();
-        // Take it only when no configuration change is appended but unapplied, so the
-        // configuration in effect is exactly the one as of the applied index.
-        if st.pending_conf_index > self.applied {
-            return Ok(());
-        }
         let started = Instant::now();
-        let state = {
-            let sm = self.sm.read().map_err(|_| "state machine lock poisoned")?;
-            sm.snapshot()?
-        };
-        let data = members::encode_snapshot(&self.members, &state);
         let index = self.applied;
+        let partial = members::encode_snapshot(&self.members, &[]);
         match self
             .node
             .store_mut()
-            .create_snapshot(index, st.conf_state, data)
+            .compact(index, self.applied_conf.clone(), partial)
         {
             Ok(()) => {
                 self.last_snapshot = index;
@@ -696,6 +784,30 @@ impl RaftLoop {
         };
         self.status_tx.send_replace(status);
     }
+}
+
+/// The configuration as of `applied`: the stored snapshot's, with every configuration change
+/// the log holds up to `applied` applied to it (a restarted member resumes from the state
+/// machine's applied index, past entries the core will not hand out again).
+fn conf_as_of(store: &SledLogStore, applied: u64) -> flotilla_raft::ConfState {
+    let meta = store.snapshot_meta();
+    let mut conf = meta.conf_state.clone();
+    let mut lo = meta.index + 1;
+    while lo <= applied {
+        let Ok(batch) = store.entries(lo, applied + 1, 64 << 20) else {
+            break;
+        };
+        let Some(last) = batch.last().map(|e| e.index) else {
+            break;
+        };
+        for e in batch.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+            if let Some(cc) = decode_conf_change(&e.data) {
+                conf = conf.apply(&cc);
+            }
+        }
+        lo = last + 1;
+    }
+    conf
 }
 
 /// Decodes the data of a `ConfChange` entry (the core's own encoding).

@@ -28,6 +28,8 @@ pub const HARD_STATE_KEY: &[u8] = b"m:hard_state";
 pub const SNAPSHOT_META_KEY: &[u8] = b"m:snapshot_meta";
 /// Key of the snapshot's state-machine image.
 pub const SNAPSHOT_DATA_KEY: &[u8] = b"m:snapshot_data";
+/// Present when the stored snapshot image is partial (member metadata only).
+pub const SNAPSHOT_PARTIAL_KEY: &[u8] = b"m:snapshot_partial";
 /// Key of the member identity.
 pub const IDENTITY_KEY: &[u8] = b"m:identity";
 

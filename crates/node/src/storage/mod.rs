@@ -40,4 +40,4 @@ mod tests;
 
 pub use durable::{DbSync, open_db};
 pub use identity::{IdentityError, MemberIdentity};
-pub use log_store::{SNAPSHOT_TREE_NAME, SledLogStore, TREE_NAME};
+pub use log_store::{ImageSource, SNAPSHOT_TREE_NAME, SledLogStore, TREE_NAME};

@@ -204,3 +204,86 @@ fn crash_after_sync_keeps_everything_synced() {
     );
     assert_eq!(store.identity(), Ok(Some(child::crash_identity())));
 }
+
+/// What the node's state machine would hand over: a full image at its applied index.
+#[derive(Debug)]
+struct FixedImage(u64, ConfState, Vec<u8>);
+
+impl crate::storage::ImageSource for FixedImage {
+    fn image(&self) -> Result<(u64, ConfState, Vec<u8>), flotilla_raft::StorageError> {
+        Ok((self.0, self.1.clone(), self.2.clone()))
+    }
+}
+
+#[test]
+fn compaction_keeps_a_partial_image_trims_later_and_builds_full_images_on_demand() {
+    let dir = TempDir::new().expect("temp dir");
+    let cs = ConfState::with_voters([1, 2, 3]);
+    let entries: Vec<_> = (1..=40).map(|i| entry(i, 2 + i / 30)).collect();
+    {
+        let mut store = open_store(dir.path());
+        store.append(&entries).expect("append");
+        store
+            .compact(25, cs.clone(), b"members".to_vec())
+            .expect("compact");
+        // The bounds move at once, whatever is still stored below them.
+        assert_eq!(store.first_index(), Ok(26));
+        assert_eq!(store.term(25), Ok(2));
+        assert!(store.entries(20, 30, u64::MAX).is_err(), "compacted");
+        // Without a source the partial image is what there is (member metadata on restart).
+        assert_eq!(store.snapshot().expect("snapshot").data, b"members");
+        // Trim part of the leftovers, then "crash" with the rest still stored.
+        assert_eq!(store.trim(10), Ok(true));
+        store.sync().expect("sync");
+    }
+    let mut store = open_store(dir.path());
+    assert_eq!(
+        store.first_index(),
+        Ok(26),
+        "leftovers below the snapshot are not the log"
+    );
+    assert_eq!(store.last_index(), Ok(40));
+    assert_eq!(store.entries(26, 41, u64::MAX), Ok(entries[25..].to_vec()));
+    assert_eq!(store.snapshot_meta().index, 25);
+    assert_eq!(store.trim(100), Ok(false), "the rest is deleted in one go");
+    assert_eq!(store.trim(100), Ok(false), "nothing left");
+    // A follower behind the log gets a full image at the state machine's applied index.
+    let later = ConfState::with_voters([1, 2, 3, 4]);
+    store.set_image_source(std::sync::Arc::new(FixedImage(
+        33,
+        later.clone(),
+        b"full".to_vec(),
+    )));
+    let snap = store.snapshot().expect("snapshot");
+    assert_eq!(snap.meta.index, 33);
+    assert_eq!(snap.meta.term, entries[32].term);
+    assert_eq!(snap.meta.conf_state, later);
+    assert_eq!(snap.data, b"full");
+    // A full snapshot (what a follower installs) replaces the partial one for good.
+    store
+        .create_snapshot(35, cs.clone(), b"image".to_vec())
+        .expect("create_snapshot");
+    assert_eq!(store.snapshot().expect("snapshot").data, b"image");
+    store.sync().expect("sync");
+    drop(store);
+    let store = open_store(dir.path());
+    assert_eq!(store.snapshot().expect("snapshot").data, b"image");
+    assert_eq!(store.first_index(), Ok(36));
+}
+
+#[test]
+fn an_image_source_outside_the_log_is_an_error_not_a_bad_snapshot() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut store = open_store(dir.path());
+    let entries: Vec<_> = (1..=10).map(|i| entry(i, 1)).collect();
+    store.append(&entries).expect("append");
+    store
+        .compact(5, ConfState::with_voters([1]), Vec::new())
+        .expect("compact");
+    store.set_image_source(std::sync::Arc::new(FixedImage(
+        11,
+        ConfState::with_voters([1]),
+        Vec::new(),
+    )));
+    assert!(store.snapshot().is_err());
+}
