@@ -10,6 +10,7 @@
 //! cluster is refused with FAILED_PRECONDITION and a malformed one with INVALID_ARGUMENT, in
 //! both cases before anything reaches the core.
 
+pub mod forward;
 pub mod server;
 pub mod wire;
 
@@ -19,9 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla_proto::raft::peer_client::PeerClient;
-use flotilla_proto::raft::{
-    ForwardRequest, RaftEnvelope, SnapshotChunk, SnapshotHeader, snapshot_chunk,
-};
+use flotilla_proto::raft::{RaftEnvelope, SnapshotChunk, SnapshotHeader, snapshot_chunk};
 use flotilla_raft::{Message, MessageBody, NodeId};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -53,6 +52,7 @@ fn endpoint(url: &str) -> Result<Endpoint, String> {
 #[derive(Clone, Default)]
 pub struct PeerClients {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    forwarder: forward::Forwarder,
 }
 
 impl PeerClients {
@@ -70,7 +70,8 @@ impl PeerClients {
         Ok(ch)
     }
 
-    /// Hands an encoded `internal::Request` to the leader at `url`.
+    /// Hands an encoded `internal::Request` to the leader at `url` (batched with other
+    /// forwarded writes, see [`forward`]).
     pub async fn forward(
         &self,
         url: &str,
@@ -78,31 +79,9 @@ impl PeerClients {
         from: NodeId,
         request: Vec<u8>,
     ) -> Result<Vec<u8>, ServerError> {
-        let mut client = PeerClient::new(self.channel(url)?)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        match client
-            .forward(ForwardRequest {
-                cluster_id,
-                from,
-                request,
-            })
+        self.forwarder
+            .forward(url, || self.channel(url), cluster_id, from, request)
             .await
-        {
-            Ok(r) => Ok(r.into_inner().response),
-            Err(s)
-                if s.code() == tonic::Code::Unavailable
-                    && s.message().starts_with("etcdserver:") =>
-            {
-                Err(ServerError::Forward(
-                    s.message().trim_start_matches("etcdserver: ").to_string(),
-                ))
-            }
-            Err(s) => Err(ServerError::Forward(format!(
-                "forwarding to the leader failed: {}",
-                s.message()
-            ))),
-        }
     }
 }
 

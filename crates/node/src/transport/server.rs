@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use flotilla_proto::raft::peer_server::Peer;
 use flotilla_proto::raft::{
-    ForwardRequest, ForwardResponse, RaftEnvelope, SnapshotAck, SnapshotChunk, StreamAck,
-    snapshot_chunk,
+    ForwardBatchRequest, ForwardBatchResponse, ForwardRequest, ForwardResponse, ForwardResult,
+    RaftEnvelope, SnapshotAck, SnapshotChunk, StreamAck, snapshot_chunk,
 };
 use flotilla_raft::{MessageBody, NodeId};
 use futures::StreamExt;
@@ -164,5 +164,45 @@ impl Peer for PeerService {
         // view of the leader cannot make a request loop between members.
         let response = self.node.propose_local(req.request).await?;
         Ok(Response::new(ForwardResponse { response }))
+    }
+
+    async fn forward_batch(
+        &self,
+        request: Request<ForwardBatchRequest>,
+    ) -> Result<Response<ForwardBatchResponse>, Status> {
+        let req = request.into_inner();
+        self.check_cluster(req.cluster_id)?;
+        if req.requests.len() > super::forward::MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "a forwarded batch holds at most {} requests",
+                super::forward::MAX_BATCH
+            )));
+        }
+        // Each request is judged alone: one too large or refused fails only itself. They are
+        // proposed together, so they share the leader's next Ready (and its sync).
+        let results = futures::future::join_all(req.requests.into_iter().map(|r| async move {
+            let out = if r.len() > self.node.max_request_bytes {
+                Err(crate::server::ServerError::TooLarge)
+            } else {
+                self.node.propose_local(r).await
+            };
+            match out {
+                Ok(response) => ForwardResult {
+                    response,
+                    code: 0,
+                    message: String::new(),
+                },
+                Err(e) => {
+                    let status = Status::from(e);
+                    ForwardResult {
+                        response: Vec::new(),
+                        code: status.code() as i32,
+                        message: status.message().to_string(),
+                    }
+                }
+            }
+        }))
+        .await;
+        Ok(Response::new(ForwardBatchResponse { results }))
     }
 }
