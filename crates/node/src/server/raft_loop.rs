@@ -154,10 +154,6 @@ pub struct RaftLoop {
 /// of leader, term, role or membership at once.
 const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 
-/// Compacted log entries deleted per Ready: small enough not to be seen in a Ready's latency,
-/// large enough to clear a compaction's worth long before the next one.
-const TRIM_PER_READY: u64 = 256;
-
 impl RaftLoop {
     /// Creates the loop around a started node.
     #[allow(clippy::too_many_arguments)]
@@ -674,11 +670,6 @@ impl RaftLoop {
     /// the member list: the state machine is durable in the same database, and a follower that
     /// needs it gets an image built at that moment (storage::log_store's module docs).
     fn maybe_snapshot(&mut self) -> Result<(), String> {
-        // Entries a compaction left behind go a few hundred per Ready.
-        self.node
-            .store_mut()
-            .trim(TRIM_PER_READY)
-            .map_err(|e| e.to_string())?;
         if self.applied < self.last_snapshot + self.settings.snapshot_threshold.max(1) {
             return Ok(());
         }

@@ -1,9 +1,12 @@
-//! [`SledLogStore`]: the Raft log, hard state, snapshot and member identity in one sled tree.
+//! [`SledLogStore`]: the Raft store — log entries and hard state in the write-ahead log
+//! ([`super::wal`]) with the entries since the snapshot held in memory; snapshot metadata,
+//! images and the member identity in sled, beside the MVCC store.
 //!
-//! One tree rather than one per kind of record because sled applies a `Batch` atomically only
-//! within a tree: every operation here (an append that truncates a conflicting tail, a snapshot
-//! that replaces metadata and drops entries) is one batch, so a crash leaves the store before
-//! or after it, never half-way, without sled's slower multi-tree transactions.
+//! The per-Ready path touches only the WAL: append, then one fdatasync. sled is written (and
+//! synced) when a snapshot is taken or installed, and the order there keeps every crash point
+//! recoverable: the image and the state machine's writes are synced, then the snapshot
+//! metadata (synced), then the WAL is rewritten without the compacted entries. A store written
+//! by an older version, with the entries in sled, is moved into the WAL when it is opened.
 //!
 //! The snapshot *image* is the exception: it lives in its own tree ([`SNAPSHOT_TREE_NAME`]),
 //! keyed by the snapshot index. sled rewrites a whole leaf page whenever it consolidates the
@@ -38,9 +41,12 @@ use super::codec::{
 };
 use super::durable::DbSync;
 use super::identity::{self, IdentityError, MemberIdentity};
+use super::wal::Wal;
 
 /// The name of the sled tree holding the Raft store.
 pub const TREE_NAME: &str = "raft";
+/// The write-ahead log's folder, inside the sled folder.
+pub const WAL_DIR: &str = "wal";
 /// The name of the sled tree holding snapshot images, keyed by big-endian snapshot index.
 pub const SNAPSHOT_TREE_NAME: &str = "raft_snapshot";
 
@@ -57,10 +63,6 @@ struct Cache {
     last_term: u64,
     /// The stored image holds only member metadata (see [`SledLogStore::compact`]).
     image_partial: bool,
-    /// Lowest index that may still be stored below the snapshot: [`SledLogStore::compact`]
-    /// leaves the compacted entries for [`SledLogStore::trim`] to delete a few at a time.
-    /// `snapshot.index + 1` when there are none.
-    trim_from: u64,
 }
 
 /// Builds a full snapshot image of the live state machine, for a store whose own image is
@@ -84,6 +86,9 @@ pub struct SledLogStore {
     sync: DbSync,
     cache: Cache,
     source: Option<std::sync::Arc<dyn ImageSource>>,
+    wal: Wal,
+    /// The entries after the snapshot, `snapshot.index + 1 ..= last_index`.
+    log: Vec<Entry>,
 }
 
 fn sled_err(what: &str, e: sled::Error) -> StorageError {
@@ -104,13 +109,52 @@ impl SledLogStore {
             .open_tree(SNAPSHOT_TREE_NAME)
             .map_err(|e| sled_err("open tree", e))?;
         let sync = DbSync::open(db, dir)?;
-        let cache = load_cache(&tree)?;
+        let mut cache = load_cache(&tree)?;
+        let (mut wal, replayed) = Wal::open(&dir.join(WAL_DIR))?;
+        let snap = cache.snapshot.index;
+        let mut log: Vec<Entry> = replayed
+            .entries
+            .into_iter()
+            .filter(|e| e.index > snap)
+            .collect();
+        if let Some(hs) = replayed.hard_state {
+            cache.hard_state = hs;
+        }
+        let legacy = legacy_entries(&tree, snap)?;
+        if !legacy.is_empty() {
+            if log.is_empty() {
+                log = legacy;
+                wal.rewrite(&cache.hard_state, &log)?;
+            }
+            // The WAL holds them now (or held newer ones already): drop sled's copies.
+            let mut batch = sled::Batch::default();
+            for key in tree.range(entry_key(0)..=entry_key(u64::MAX)).keys() {
+                batch.remove(key.map_err(|e| sled_err("scan", e))?);
+            }
+            batch.remove(HARD_STATE_KEY);
+            tree.apply_batch(batch)
+                .map_err(|e| sled_err("apply batch", e))?;
+            sync.sync()?;
+        }
+        if let Some(first) = log.first()
+            && first.index != snap + 1
+        {
+            return Err(StorageError::Io(format!(
+                "corrupt Raft log: the first entry is {}, but the snapshot is at {snap}",
+                first.index
+            )));
+        }
+        (cache.last_index, cache.last_term) = log
+            .last()
+            .map_or((snap, cache.snapshot.term), |e| (e.index, e.term));
         let store = SledLogStore {
             tree,
             images,
             sync,
             cache,
             source: None,
+            wal,
+            log,
         };
         // Images a crash left behind (written, or superseded, but never deleted).
         store.drop_images_except(store.cache.snapshot.index)?;
@@ -173,7 +217,7 @@ impl SledLogStore {
             .insert(SNAPSHOT_META_KEY, codec::encode_snapshot_meta(&meta))
             .map_err(|e| sled_err("insert", e))?;
         self.cache.snapshot = meta;
-        self.sync()
+        self.sync.sync()
     }
 
     /// The member identity stored on this volume, if the member ever joined a cluster.
@@ -201,7 +245,7 @@ impl SledLogStore {
         self.tree
             .insert(IDENTITY_KEY, codec::encode_identity(id))
             .map_err(|e| sled_err("insert", e))?;
-        self.sync()?;
+        self.sync.sync()?;
         Ok(())
     }
 
@@ -249,18 +293,21 @@ impl SledLogStore {
             term: self.term(index)?,
             conf_state,
         };
-        // store_image syncs: with it, everything written before (the state machine's batches
-        // up to `index`) is durable before the batch below drops the entries.
+        // store_image syncs sled: the state machine's writes up to `index` are durable before
+        // the entries that produced them leave the log.
         self.store_image(index, data)?;
+        self.switch_meta(&meta, partial)?;
+        let keep = usize::try_from(index - self.cache.snapshot.index).unwrap_or(usize::MAX);
+        self.log.drain(..keep.min(self.log.len()));
+        self.cache.snapshot = meta;
+        self.wal.rewrite(&self.cache.hard_state, &self.log)?;
+        self.drop_images_except(index)
+    }
+
+    /// Makes `meta` the snapshot metadata, durably.
+    fn switch_meta(&mut self, meta: &SnapshotMeta, partial: bool) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
-        // Deleting thousands of entries in one batch stalled the loop for ~100 ms; a
-        // compaction for the node's own threshold leaves them to `trim`. Entries below the
-        // snapshot are never read (every read checks the cached bounds first).
-        if !partial {
-            Self::remove_range(&mut batch, self.cache.trim_from, index);
-            self.cache.trim_from = index + 1;
-        }
-        batch.insert(SNAPSHOT_META_KEY, codec::encode_snapshot_meta(&meta));
+        batch.insert(SNAPSHOT_META_KEY, codec::encode_snapshot_meta(meta));
         batch.remove(SNAPSHOT_DATA_KEY);
         if partial {
             batch.insert(SNAPSHOT_PARTIAL_KEY, &[1u8][..]);
@@ -268,28 +315,9 @@ impl SledLogStore {
             batch.remove(SNAPSHOT_PARTIAL_KEY);
         }
         self.apply(batch)?;
-        self.cache.snapshot = meta;
+        self.sync.sync()?;
         self.cache.image_partial = partial;
-        self.drop_images_except(index)
-    }
-
-    /// Deletes up to `max` entries left below the snapshot by [`SledLogStore::compact`];
-    /// returns whether any are left. Crash-safe at any point: [`load_cache`] finds the rest.
-    ///
-    /// # Errors
-    /// [`StorageError::Io`] if sled fails.
-    pub fn trim(&mut self, max: u64) -> Result<bool, StorageError> {
-        let lo = self.cache.trim_from;
-        let snap = self.cache.snapshot.index;
-        if lo > snap || max == 0 {
-            return Ok(false);
-        }
-        let hi = snap.min(lo.saturating_add(max - 1));
-        let mut batch = sled::Batch::default();
-        Self::remove_range(&mut batch, lo, hi);
-        self.apply(batch)?;
-        self.cache.trim_from = hi + 1;
-        Ok(hi < snap)
+        Ok(())
     }
 
     /// The durability handle of the underlying database, shared with this store: the MVCC
@@ -307,16 +335,10 @@ impl SledLogStore {
             .apply_batch(batch)
             .map_err(|e| sled_err("apply batch", e))
     }
-
-    /// Adds removal of the entries `lo..=hi` to `batch`.
-    fn remove_range(batch: &mut sled::Batch, lo: u64, hi: u64) {
-        for index in lo..=hi {
-            batch.remove(&entry_key(index));
-        }
-    }
 }
 
-/// Reads the bounds and metadata, checking that the log starts right after the snapshot.
+/// Reads the hard state an older version kept in sled (the WAL's, when it has one, wins), the
+/// snapshot metadata and whether its image is partial.
 fn load_cache(tree: &sled::Tree) -> Result<Cache, StorageError> {
     let hard_state = match tree.get(HARD_STATE_KEY) {
         Ok(Some(b)) => codec::decode_hard_state(&b)?,
@@ -331,52 +353,30 @@ fn load_cache(tree: &sled::Tree) -> Result<Cache, StorageError> {
     let image_partial = tree
         .contains_key(SNAPSHOT_PARTIAL_KEY)
         .map_err(|e| sled_err("get", e))?;
-    // Entries at or below the snapshot are compaction leftovers waiting for `trim`.
-    let trim_from = match tree
-        .range(entry_key(0)..entry_key(snapshot.index + 1))
-        .next()
-    {
-        Some(item) => {
-            let (key, _) = item.map_err(|e| sled_err("scan", e))?;
-            codec::decode_entry_key(&key)?
-        }
-        None => snapshot.index + 1,
-    };
-    let mut entries = tree.range(entry_key(snapshot.index + 1)..=entry_key(u64::MAX));
-    let (last_index, last_term) = match entries.next() {
-        None => (snapshot.index, snapshot.term),
-        Some(first) => {
-            let (key, _) = first.map_err(|e| sled_err("scan", e))?;
-            let first_index = codec::decode_entry_key(&key)?;
-            if first_index != snapshot.index + 1 {
-                return Err(StorageError::Io(format!(
-                    "corrupt Raft log: the first entry is {first_index}, but the snapshot is at {}",
-                    snapshot.index
-                )));
-            }
-            let (key, value) = match entries.next_back() {
-                Some(last) => last.map_err(|e| sled_err("scan", e))?,
-                None => (key, tree_get_entry(tree, first_index)?),
-            };
-            let index = codec::decode_entry_key(&key)?;
-            let (term, _) = codec::decode_entry_header(index, &value)?;
-            (index, term)
-        }
-    };
     Ok(Cache {
         hard_state,
-        snapshot,
-        last_index,
-        last_term,
+        last_index: snapshot.index,
+        last_term: snapshot.term,
         image_partial,
-        trim_from,
+        snapshot,
     })
 }
 
-fn tree_get_entry(tree: &sled::Tree, index: u64) -> Result<sled::IVec, StorageError> {
-    tree.get(entry_key(index))
-        .map_err(|e| sled_err("get", e))?
-        .ok_or_else(|| StorageError::Io(format!("corrupt Raft log: entry {index} is missing")))
+/// Entries an older version stored in sled, after the snapshot, checked to be contiguous.
+fn legacy_entries(tree: &sled::Tree, snap: u64) -> Result<Vec<Entry>, StorageError> {
+    let mut out: Vec<Entry> = Vec::new();
+    for item in tree.range(entry_key(snap + 1)..=entry_key(u64::MAX)) {
+        let (key, value) = item.map_err(|e| sled_err("scan", e))?;
+        let index = codec::decode_entry_key(&key)?;
+        let expected = out.last().map_or(snap + 1, |e| e.index + 1);
+        if index != expected {
+            return Err(StorageError::Io(format!(
+                "corrupt Raft log: entry {expected} is missing"
+            )));
+        }
+        out.push(codec::decode_entry(index, &value)?);
+    }
+    Ok(out)
 }
 
 impl Storage for SledLogStore {
@@ -397,30 +397,18 @@ impl Storage for SledLogStore {
         if lo >= hi {
             return Ok(Vec::new());
         }
-        let mut out = Vec::with_capacity(usize::try_from(hi - lo).unwrap_or(0).min(1024));
+        let base = self.first_index_cached();
+        let from = usize::try_from(lo - base).unwrap_or(usize::MAX);
+        let to = usize::try_from(hi - base).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity((to - from).min(1024));
         let mut total = 0u64;
-        let mut expected = lo;
-        for item in self.tree.range(entry_key(lo)..entry_key(hi)) {
-            let (key, value) = item.map_err(|e| sled_err("scan", e))?;
-            let index = codec::decode_entry_key(&key)?;
-            if index != expected {
-                return Err(StorageError::Io(format!(
-                    "corrupt Raft log: entry {expected} is missing"
-                )));
-            }
-            let entry = codec::decode_entry(index, &value)?;
+        for entry in &self.log[from..to] {
             total = total.saturating_add(entry.size());
             // etcd's limitSize: the longest prefix within max_bytes, but at least one entry.
             if !out.is_empty() && total > max_bytes {
                 break;
             }
-            out.push(entry);
-            expected += 1;
-        }
-        if out.is_empty() || (expected < hi && total <= max_bytes) {
-            return Err(StorageError::Io(format!(
-                "corrupt Raft log: entry {expected} is missing"
-            )));
+            out.push(entry.clone());
         }
         Ok(out)
     }
@@ -436,11 +424,11 @@ impl Storage for SledLogStore {
         if index == snap.index {
             return Ok(snap.term);
         }
-        if index == self.cache.last_index {
-            return Ok(self.cache.last_term);
-        }
-        let value = tree_get_entry(&self.tree, index)?;
-        codec::decode_entry_header(index, &value).map(|(term, _)| term)
+        let at = usize::try_from(index - snap.index - 1).unwrap_or(usize::MAX);
+        self.log
+            .get(at)
+            .map(|e| e.term)
+            .ok_or_else(|| StorageError::Io(format!("corrupt Raft log: entry {index} is missing")))
     }
 
     fn first_index(&self) -> Result<u64, StorageError> {
@@ -501,20 +489,17 @@ impl LogStore for SledLogStore {
         if first > self.cache.last_index + 1 {
             return Err(StorageError::Unavailable(first));
         }
-        let mut batch = sled::Batch::default();
         for (offset, entry) in entries.iter().enumerate() {
-            let expected = first + offset as u64;
-            if entry.index != expected {
-                return Err(StorageError::Unavailable(expected));
+            if entry.index != first + offset as u64 {
+                return Err(StorageError::Unavailable(first + offset as u64));
             }
-            batch.insert(&entry_key(entry.index), codec::encode_entry(entry));
         }
-        let last = first + entries.len() as u64 - 1;
-        if last < self.cache.last_index {
-            Self::remove_range(&mut batch, last + 1, self.cache.last_index);
-        }
-        self.apply(batch)?;
-        self.cache.last_index = last;
+        // Replay replaces the tail the same way when it meets `first` again.
+        self.wal.append(entries);
+        let keep = usize::try_from(first - self.first_index_cached()).unwrap_or(usize::MAX);
+        self.log.truncate(keep);
+        self.log.extend_from_slice(entries);
+        self.cache.last_index = first + entries.len() as u64 - 1;
         self.cache.last_term = entries[entries.len() - 1].term;
         Ok(())
     }
@@ -523,9 +508,7 @@ impl LogStore for SledLogStore {
         if hs == self.cache.hard_state {
             return Ok(());
         }
-        self.tree
-            .insert(HARD_STATE_KEY, codec::encode_hard_state(&hs))
-            .map_err(|e| sled_err("insert", e))?;
+        self.wal.set_hard_state(&hs);
         self.cache.hard_state = hs;
         Ok(())
     }
@@ -538,30 +521,19 @@ impl LogStore for SledLogStore {
         // Pitfall 21: keep the suffix only if the log holds the snapshot's last entry.
         let keep_suffix =
             meta.index <= self.cache.last_index && self.term(meta.index)? == meta.term;
-        let old_first = self.cache.trim_from;
         self.store_image(meta.index, snapshot.data)?;
-        let mut batch = sled::Batch::default();
-        let drop_to = if keep_suffix {
-            meta.index
+        self.switch_meta(&meta, false)?;
+        if keep_suffix {
+            let drop = usize::try_from(meta.index - self.cache.snapshot.index).unwrap_or(0);
+            self.log.drain(..drop.min(self.log.len()));
         } else {
-            self.cache.last_index
-        };
-        if old_first <= drop_to {
-            Self::remove_range(&mut batch, old_first, drop_to);
-        }
-        batch.insert(SNAPSHOT_META_KEY, codec::encode_snapshot_meta(&meta));
-        batch.remove(SNAPSHOT_DATA_KEY);
-        batch.remove(SNAPSHOT_PARTIAL_KEY);
-        self.apply(batch)?;
-        self.cache.image_partial = false;
-        // Everything stored at or below the snapshot went in the batch.
-        self.cache.trim_from = meta.index + 1;
-        if !keep_suffix {
+            self.log.clear();
             self.cache.last_index = meta.index;
             self.cache.last_term = meta.term;
         }
         let index = meta.index;
         self.cache.snapshot = meta;
+        self.wal.rewrite(&self.cache.hard_state, &self.log)?;
         self.drop_images_except(index)
     }
 
@@ -575,6 +547,6 @@ impl LogStore for SledLogStore {
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
-        self.sync.sync()
+        self.wal.sync()
     }
 }

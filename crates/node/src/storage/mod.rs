@@ -34,10 +34,11 @@ pub mod codec;
 pub mod durable;
 pub mod identity;
 pub mod log_store;
+pub mod wal;
 
 #[cfg(test)]
 mod tests;
 
 pub use durable::{DbSync, open_db};
 pub use identity::{IdentityError, MemberIdentity};
-pub use log_store::{ImageSource, SNAPSHOT_TREE_NAME, SledLogStore, TREE_NAME};
+pub use log_store::{ImageSource, SNAPSHOT_TREE_NAME, SledLogStore, TREE_NAME, WAL_DIR};

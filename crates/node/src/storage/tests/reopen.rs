@@ -216,7 +216,7 @@ impl crate::storage::ImageSource for FixedImage {
 }
 
 #[test]
-fn compaction_keeps_a_partial_image_trims_later_and_builds_full_images_on_demand() {
+fn compaction_keeps_a_partial_image_and_builds_full_images_on_demand() {
     let dir = TempDir::new().expect("temp dir");
     let cs = ConfState::with_voters([1, 2, 3]);
     let entries: Vec<_> = (1..=40).map(|i| entry(i, 2 + i / 30)).collect();
@@ -232,8 +232,6 @@ fn compaction_keeps_a_partial_image_trims_later_and_builds_full_images_on_demand
         assert!(store.entries(20, 30, u64::MAX).is_err(), "compacted");
         // Without a source the partial image is what there is (member metadata on restart).
         assert_eq!(store.snapshot().expect("snapshot").data, b"members");
-        // Trim part of the leftovers, then "crash" with the rest still stored.
-        assert_eq!(store.trim(10), Ok(true));
         store.sync().expect("sync");
     }
     let mut store = open_store(dir.path());
@@ -245,8 +243,6 @@ fn compaction_keeps_a_partial_image_trims_later_and_builds_full_images_on_demand
     assert_eq!(store.last_index(), Ok(40));
     assert_eq!(store.entries(26, 41, u64::MAX), Ok(entries[25..].to_vec()));
     assert_eq!(store.snapshot_meta().index, 25);
-    assert_eq!(store.trim(100), Ok(false), "the rest is deleted in one go");
-    assert_eq!(store.trim(100), Ok(false), "nothing left");
     // A follower behind the log gets a full image at the state machine's applied index.
     let later = ConfState::with_voters([1, 2, 3, 4]);
     store.set_image_source(std::sync::Arc::new(FixedImage(
