@@ -1,10 +1,10 @@
-//! Group-commit micro-benchmark of the sled Raft log store: append a batch of 256-byte entries
-//! and make it durable with one `sync()` (flush + fdatasync), at 1, 16 and 128 entries per
+//! Group-commit micro-benchmark of the Raft log store: append a batch of 256-byte entries and
+//! make it durable with one `sync()` (WAL write + fdatasync), at 1, 16 and 128 entries per
 //! batch. Criterion reports entries/s (`thrpt`).
 //!
-//! `raw_sled_256B` is the floor to compare with, measured in the same run: the same batches as
-//! a bare sled `Batch` + `flush()` + fdatasync of the `db` file, with no encoding, cache or
-//! blob scan (DESIGN.md's measurement). On a shared machine only the ratio is meaningful.
+//! `raw_sled_256B` is the baseline measured in the same run: the same batches as a bare sled
+//! `Batch` + `flush()` + fdatasync of the `db` file — the floor of the earlier design, which
+//! kept the entries in sled. On a shared machine only the ratio is meaningful.
 //!
 //! Run: `cargo bench -p flotilla-node --bench log_store`. The log is compacted every ~50k
 //! entries outside the timed region so disk use stays bounded.
