@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod authority;
 pub mod codec;
 pub mod config;
 pub mod dev;

@@ -378,7 +378,13 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 api::lease::LeaseService::new(handle.clone()),
             ),
         )
-        .serve_with_incoming_shutdown(incoming(client_listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            // etcd 3.4 clients may send a URL as :authority (see crate::authority).
+            futures::StreamExt::map(incoming(client_listener), |conn| {
+                conn.map(crate::authority::AuthorityFix::new)
+            }),
+            stopped(stop_rx.clone()),
+        );
     let peer_server = tonic::transport::Server::builder()
         .add_service(
             PeerServer::new(PeerService::new(handle.clone(), heartbeat_sent))

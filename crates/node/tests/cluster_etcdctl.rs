@@ -113,6 +113,16 @@ fn etcdctl_kv_commands_work_on_every_member() {
     let all = eps.join(",");
     let status = etcdctl_ok(&all, &["endpoint", "status"]);
     assert_eq!(status.lines().count(), 3, "{status}");
+    // etcdctl 3.4 sends a URL endpoint verbatim as the HTTP/2 :authority when it dials one
+    // member (status, hashkv, and every --cluster command): accepted (src/authority.rs).
+    let url = format!("http://{}", eps[0]);
+    let cluster = etcdctl_ok(&url, &["endpoint", "status", "--cluster"]);
+    assert_eq!(cluster.lines().count(), 3, "{cluster}");
+    for e in &eps {
+        assert!(cluster.contains(&format!("http://{e}")), "{cluster}");
+    }
+    let hashes = etcdctl_ok(&url, &["endpoint", "hashkv", "--cluster"]);
+    assert_eq!(hashes.lines().count(), 3, "{hashes}");
     let health = etcdctl(&all, &["endpoint", "health"]);
     let text = format!(
         "{}{}",
