@@ -96,6 +96,14 @@ pub struct NodeConfig {
     /// How long a linearizable request waits for the cluster before failing, in milliseconds.
     #[arg(long, env = "FLOTILLA_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
     pub request_timeout_ms: u64,
+    /// How often watches created with `progress_notify` get a progress response, in
+    /// milliseconds (etcd's `--experimental-watch-progress-notify-interval`, 10 minutes).
+    #[arg(
+        long,
+        env = "FLOTILLA_WATCH_PROGRESS_NOTIFY_INTERVAL_MS",
+        default_value_t = 600_000
+    )]
+    pub watch_progress_notify_interval_ms: u64,
 }
 
 /// Flags of `flotilla dev`.

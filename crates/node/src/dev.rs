@@ -39,6 +39,7 @@ pub fn member_configs(dev: &DevConfig, data_dir: &std::path::Path) -> Vec<NodeCo
             snapshot_threshold: 10_000,
             max_request_bytes: 1_572_864,
             request_timeout_ms: 5_000,
+            watch_progress_notify_interval_ms: 600_000,
         })
         .collect()
 }

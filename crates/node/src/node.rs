@@ -370,7 +370,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         )))
         .add_service(
             flotilla_proto::etcdserverpb::watch_server::WatchServer::new(
-                api::watch::WatchService::new(handle.clone()),
+                api::watch::WatchService::new(
+                    handle.clone(),
+                    Duration::from_millis(cfg.watch_progress_notify_interval_ms.max(1)),
+                ),
             ),
         )
         .add_service(

@@ -342,3 +342,33 @@ fn watch_from_a_future_revision_waits_for_it() {
     assert_eq!(got[0].watch_id, -1);
     assert_eq!(got[0].header.as_ref().map(|h| h.revision), Some(6));
 }
+
+#[test]
+fn progress_notify_reaches_only_caught_up_watches_that_asked_for_it() {
+    let mut n = Node::new();
+    n.put("a", "1"); // 2
+    let (tx, mut rx) = mpsc::channel(64);
+    let sid = n.hub.open_stream(tx);
+    let create = |key: &str, progress_notify: bool| WatchCreateRequest {
+        key: key.into(),
+        progress_notify,
+        ..Default::default()
+    };
+    let with = n
+        .hub
+        .create(&n.store, sid, &create("a", true))
+        .expect("create");
+    let without = n
+        .hub
+        .create(&n.store, sid, &create("b", false))
+        .expect("create");
+    drain(&mut rx);
+    n.put("z", "1"); // 3: no event for either watch, but the revision moves
+    assert_eq!(n.hub.notify_progress(&n.store), 1);
+    let got = drain(&mut rx);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].watch_id, with);
+    assert_ne!(got[0].watch_id, without);
+    assert!(got[0].events.is_empty() && !got[0].created && !got[0].canceled);
+    assert_eq!(got[0].header.as_ref().map(|h| h.revision), Some(3));
+}

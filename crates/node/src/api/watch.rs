@@ -17,8 +17,9 @@
 //! `Unavailable`, which etcd clients answer by re-creating their watches from the last
 //! revision they received.
 //!
-//! Not implemented: `progress_notify` (etcd's periodic, 10-minute progress responses) and
-//! `fragment`; explicit progress requests are answered.
+//! Watches created with `progress_notify` get etcd's periodic progress responses
+//! (`--watch-progress-notify-interval-ms`, 10 minutes by default); explicit progress requests
+//! are answered. Not implemented: `fragment` (responses are never split).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -54,9 +55,23 @@ pub struct WatchService {
 impl WatchService {
     /// Creates the service and starts the hub's periodic catch-up (it runs for the life of the
     /// process, as the state machine does). Must be called inside a Tokio runtime.
-    pub fn new(node: NodeHandle) -> Self {
+    pub fn new(node: NodeHandle, progress_notify_interval: Duration) -> Self {
         tokio::spawn(sync_loop(node.clone()));
+        tokio::spawn(progress_loop(node.clone(), progress_notify_interval));
         WatchService { node }
+    }
+}
+
+async fn progress_loop(node: NodeHandle, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(mut sm) = node.sm.write() else {
+            return;
+        };
+        let (store, hub) = sm.parts();
+        hub.notify_progress(store);
     }
 }
 

@@ -14,7 +14,7 @@
 //! history it needs is compacted meanwhile, the watch is cancelled with `compact_revision` set,
 //! exactly as etcd cancels a compacted watcher, and the client re-creates it.
 //!
-//! Not implemented: `progress_notify` (periodic progress) and `fragment`; explicit progress
+//! Not implemented: `fragment`; explicit progress
 //! requests are answered.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -46,6 +46,8 @@ struct Watcher {
     /// First revision this watcher has not been sent yet.
     next_rev: i64,
     synced: bool,
+    /// Created with `progress_notify`: gets [`WatchHub::notify_progress`]'s responses.
+    progress_notify: bool,
 }
 
 impl Watcher {
@@ -217,6 +219,7 @@ impl WatchHub {
                 no_delete: req.filters.contains(&1),
                 next_rev: start,
                 synced: start > current,
+                progress_notify: req.progress_notify,
             },
         );
         self.sync_stream(store, stream)?;
@@ -255,6 +258,35 @@ impl WatchHub {
             });
             s.flush_control();
         }
+    }
+
+    /// etcd's periodic progress notification (`--experimental-watch-progress-notify-interval`,
+    /// 10 minutes by default): every caught-up watch created with `progress_notify` gets an
+    /// empty response with its id and the current revision, which tells the client (the
+    /// Kubernetes API server's watch cache, for one) that it has seen everything up to there.
+    /// A watch still catching up gets nothing: its next events say more. Returns how many
+    /// notifications were queued.
+    pub fn notify_progress(&mut self, store: &MvccStore) -> usize {
+        let rev = store.current_revision();
+        let mut sent = 0;
+        for s in self.streams.values_mut() {
+            let ids: Vec<i64> = s
+                .watchers
+                .iter()
+                .filter(|(_, w)| w.progress_notify && w.synced)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                s.control.push_back(WatchResponse {
+                    header: header(rev),
+                    watch_id: id,
+                    ..Default::default()
+                });
+                sent += 1;
+            }
+            s.flush_control();
+        }
+        sent
     }
 
     /// Delivers the events of one applied entry to synced watchers (call right after
