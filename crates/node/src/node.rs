@@ -216,6 +216,19 @@ fn rebuild_members(store: &SledLogStore, mut members: Members) -> anyhow::Result
             {
                 members.upsert(m);
             }
+            // Peer URL updates applied before a restart are not applied again.
+            if e.kind == EntryKind::Normal
+                && let Ok(req) =
+                    <flotilla_proto::internal::Request as prost::Message>::decode(e.data.as_slice())
+                && let Some(flotilla_proto::internal::request::Op::MemberUpdate(u)) = req.op
+                && members.by_id.contains_key(&u.id)
+            {
+                members.upsert(Member {
+                    id: u.id,
+                    peer_urls: u.peer_urls,
+                    ..Member::default()
+                });
+            }
         }
         lo = batch.last().map(|e| e.index + 1).unwrap_or(last + 1);
     }

@@ -6,10 +6,10 @@
 //! every member joins as a learner and is promoted once caught up. The error says so.
 //!
 //! MemberUpdate checks its request as etcd does (an unknown id is etcd's "member not found",
-//! NOT_FOUND; peer URLs are required and may not belong to another member) and then refuses
-//! with UNIMPLEMENTED: a change of peer URLs must reach every member through the Raft log, the
-//! core accepts no configuration change that leaves the voter set as it is, and the apply loop
-//! does not yet apply a member-update entry. Remove and re-add the member instead.
+//! NOT_FOUND; peer URLs are required and may not belong to another member), then writes a
+//! member-update entry through the Raft log: the core's configuration (who votes) does not
+//! change, so it is a Normal entry, and the Raft loop applies it to its member list — every
+//! member switches to the new URLs at the same index, and a restart replays it.
 
 use flotilla_proto::admin::AddLearnerRequest;
 use flotilla_proto::etcdserverpb::cluster_server::Cluster;
@@ -135,12 +135,30 @@ impl Cluster for ClusterService {
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         let req = request.into_inner();
-        let r = check_member_update(&self.node.status(), &req).and_then(|()| {
-            Err(Status::unimplemented(
-                "etcdserver: changing a member's peer URLs is not supported; remove and re-add \
-                 the member",
-            ))
-        });
+        let r = async {
+            check_member_update(&self.node.status(), &req)?;
+            let write = flotilla_proto::internal::Request {
+                id: rand::random(),
+                op: Some(flotilla_proto::internal::request::Op::MemberUpdate(
+                    flotilla_proto::internal::MemberUpdate {
+                        id: req.id,
+                        peer_urls: req.peer_ur_ls.clone(),
+                    },
+                )),
+            };
+            match self.node.write(&write).await?.op {
+                Some(flotilla_proto::internal::response::Op::MemberUpdated(_)) => {}
+                Some(flotilla_proto::internal::response::Op::Error(e)) => {
+                    return Err(Status::new(tonic::Code::from_i32(e.code), e.message));
+                }
+                _ => return Err(Status::internal("unexpected response to a member update")),
+            }
+            Ok(MemberUpdateResponse {
+                header: Some(header(&self.node, 0)),
+                members: self.members(),
+            })
+        }
+        .await;
         observe(&self.node, "MemberUpdate", r).map(Response::new)
     }
 

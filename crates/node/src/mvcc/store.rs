@@ -677,6 +677,8 @@ impl MvccStore {
             Req::Compaction(c) => Resp::Compaction(self.exec_compact(w, c)?),
             Req::LeaseGrant(g) => Resp::LeaseGrant(self.exec_lease_grant(w, g, req.id)?),
             Req::LeaseRevoke(r) => Resp::LeaseRevoke(self.exec_lease_revoke(w, r)?),
+            // Membership is the Raft loop's; the store only records that the entry applied.
+            Req::MemberUpdate(_) => Resp::MemberUpdated(internal::MemberUpdated {}),
         })
     }
 
@@ -1080,7 +1082,7 @@ fn set_header_revision(resp: &mut internal::Response, revision: i64) {
         Some(Op::Compaction(r)) => &mut r.header,
         Some(Op::LeaseGrant(r)) => &mut r.header,
         Some(Op::LeaseRevoke(r)) => &mut r.header,
-        Some(Op::Error(_)) | None => return,
+        Some(Op::Error(_) | Op::MemberUpdated(_)) | None => return,
     };
     h.get_or_insert_with(ResponseHeader::default).revision = revision;
 }

@@ -573,10 +573,26 @@ impl RaftLoop {
         // is written.
         sm.begin_batch();
         let mut replies = Vec::new();
-        let conf_applied = committed.iter().any(|e| e.kind == EntryKind::ConfChange);
+        let mut conf_applied = committed.iter().any(|e| e.kind == EntryKind::ConfChange);
         let applied = self.apply_entries(&mut sm, sm_applied, committed, &mut replies);
         let finished = sm.finish_batch();
+        let member_updates = sm.take_member_updates();
         drop(sm);
+        for u in member_updates {
+            // Checked by the API before proposing; a member removed since is left alone.
+            if self.members.by_id.contains_key(&u.id) && !u.peer_urls.is_empty() {
+                tracing::info!(member = format!("{:x}", u.id), urls = ?u.peer_urls, "member peer URLs updated");
+                self.members.upsert(Member {
+                    id: u.id,
+                    peer_urls: u.peer_urls,
+                    ..Member::default()
+                });
+                conf_applied = true;
+            }
+        }
+        if conf_applied {
+            self.refresh_peers();
+        }
         applied?;
         finished?;
         for (reply, r) in replies {

@@ -16,6 +16,8 @@ use crate::mvcc::watch::WatchHub;
 pub struct StateMachine {
     store: MvccStore,
     watches: WatchHub,
+    /// Member updates applied since the Raft loop last took them.
+    member_updates: Vec<internal::MemberUpdate>,
 }
 
 impl StateMachine {
@@ -24,6 +26,7 @@ impl StateMachine {
         StateMachine {
             store,
             watches: WatchHub::new(),
+            member_updates: Vec::new(),
         }
     }
 
@@ -51,6 +54,11 @@ impl StateMachine {
         let resp = match internal::Request::decode(data) {
             Ok(req) => match self.store.apply(index, &req) {
                 Ok(out) => {
+                    if let Some(internal::request::Op::MemberUpdate(u)) = &req.op
+                        && !out.skipped
+                    {
+                        self.member_updates.push(u.clone());
+                    }
                     if let Err(e) = self.watches.notify(&self.store, &out.events) {
                         tracing::warn!(error = %e, "delivering watch events failed");
                     }
@@ -65,6 +73,11 @@ impl StateMachine {
             ),
         };
         Ok(resp.encode_to_vec())
+    }
+
+    /// The member updates applied since the last call, for the Raft loop's member list.
+    pub fn take_member_updates(&mut self) -> Vec<internal::MemberUpdate> {
+        std::mem::take(&mut self.member_updates)
     }
 
     /// Opens a batch: the entries applied until [`StateMachine::finish_batch`] reach sled
