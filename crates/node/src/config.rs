@@ -31,6 +31,29 @@ pub enum Command {
     Node(Box<NodeConfig>),
     /// Run a local cluster of several members on loopback (for trying Flotilla out).
     Dev(DevConfig),
+    /// Inspect or restore a file written by `etcdctl snapshot save` from a Flotilla member.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `flotilla snapshot …`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Hash, revision, key count and size of a snapshot file (as `etcdctl snapshot status`).
+    Status {
+        /// The file `etcdctl snapshot save` wrote.
+        file: PathBuf,
+    },
+    /// Restore a snapshot file into a new data directory (as `etcdctl snapshot restore`):
+    /// restore every member of the new cluster from the same file, then start each with
+    /// `flotilla node --data-dir DIR` and a new `--initial-cluster` and `--cluster-token`.
+    Restore {
+        /// The file `etcdctl snapshot save` wrote.
+        file: PathBuf,
+        /// The member's new, empty data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 /// Flags of `flotilla node`.

@@ -22,5 +22,6 @@ pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod server;
+pub mod snapshot_file;
 pub mod storage;
 pub mod transport;

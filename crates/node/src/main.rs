@@ -1,7 +1,7 @@
 //! The `flotilla` binary: `flotilla node …` runs one member, `flotilla dev` a local cluster.
 
 use clap::Parser;
-use flotilla_node::config::{Cli, Command};
+use flotilla_node::config::{Cli, Command, SnapshotCommand};
 use tracing_subscriber::EnvFilter;
 
 // The Raft loop and the gRPC workers allocate and free many short-lived buffers on different
@@ -41,6 +41,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Snapshot(cmd) = &cli.command {
+        return snapshot(cmd);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -48,6 +51,33 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Node(cfg) => flotilla_node::node::run(*cfg, shutdown_signal()).await,
             Command::Dev(dev) => flotilla_node::dev::run(dev, shutdown_signal()).await,
+            Command::Snapshot(_) => Ok(()),
         }
     })
+}
+
+/// `flotilla snapshot status|restore`, printed as etcdctl prints its own.
+fn snapshot(cmd: &SnapshotCommand) -> anyhow::Result<()> {
+    use flotilla_node::snapshot_file;
+    match cmd {
+        SnapshotCommand::Status { file } => {
+            let s = snapshot_file::status(file)?;
+            println!(
+                "{:x}, {}, {}, {}",
+                s.hash, s.revision, s.total_keys, s.total_size
+            );
+        }
+        SnapshotCommand::Restore { file, data_dir } => {
+            let s = snapshot_file::restore(file, data_dir)?;
+            println!(
+                "restored revision {} ({} keys) into {}; start it with `flotilla node --data-dir {}` \
+                 and a new --initial-cluster and --cluster-token",
+                s.revision,
+                s.total_keys,
+                data_dir.display(),
+                data_dir.display()
+            );
+        }
+    }
+    Ok(())
 }

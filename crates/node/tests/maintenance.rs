@@ -64,7 +64,7 @@ fn revision(ep: &str) -> i64 {
 }
 
 #[test]
-fn snapshot_save_streams_a_consistent_image_with_its_sha256_trailer() {
+fn snapshot_save_streams_an_image_that_flotilla_restores_into_a_new_cluster() {
     let c = Cluster::start(3, &[]);
     let eps: Vec<String> = c.members.iter().map(|m| m.endpoint()).collect();
     // Enough data for several 32 KiB chunks.
@@ -115,6 +115,77 @@ fn snapshot_save_streams_a_consistent_image_with_its_sha256_trailer() {
         .into_owned();
     let out = etcdctl(&eps[0], &["snapshot", "status", &path_s]);
     assert!(!out.status.success(), "{}", stderr_of(&out));
+
+    // `flotilla snapshot status` reads it instead.
+    let revision = etcdctl_ok(&eps[0], &["get", "snap/marker", "-w", "json"]);
+    let revision: serde_json::Value = serde_json::from_str(&revision).expect("json");
+    let revision = revision["header"]["revision"].as_i64().expect("revision");
+    let status = flotilla(&["snapshot", "status", &path_s]);
+    let fields: Vec<&str> = status.trim().split(", ").collect();
+    assert_eq!(fields.len(), 4, "{status}");
+    assert_eq!(fields[1], revision.to_string(), "{status}");
+    assert_eq!(fields[2], "151", "every key: {status}");
+
+    // Disaster recovery: a new cluster restored from the file has the keyspace and its
+    // revisions, and goes on from there.
+    let mut restored = Cluster::new(3, &["--cluster-token", "restored"]);
+    for m in &restored.members {
+        let dir = m.data_dir.to_string_lossy().into_owned();
+        let out = flotilla(&["snapshot", "restore", &path_s, "--data-dir", &dir]);
+        assert!(
+            out.contains(&format!("restored revision {revision}")),
+            "{out}"
+        );
+    }
+    // A second restore into the same directory is refused.
+    let again = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["snapshot", "restore", &path_s, "--data-dir"])
+        .arg(&restored.members[0].data_dir)
+        .output()
+        .expect("run flotilla");
+    assert!(!again.status.success());
+    assert!(
+        stderr_of(&again).contains("already holds data"),
+        "{}",
+        stderr_of(&again)
+    );
+    for m in &mut restored.members {
+        m.start();
+    }
+    restored.wait_leader(Duration::from_secs(20));
+    let reps = restored.endpoints();
+    let got = etcdctl_ok(&reps, &["get", "snap/marker", "-w", "json"]);
+    let got: serde_json::Value = serde_json::from_str(&got).expect("json");
+    assert_eq!(got["header"]["revision"].as_i64(), Some(revision));
+    assert_eq!(
+        got["kvs"][0]["value"].as_str(),
+        Some("ZGlzdGluY3RpdmUtbWFya2VyLXZhbHVl"),
+        "the marker, base64"
+    );
+    etcdctl_ok(&reps, &["put", "after-restore", "x"]);
+    let after = etcdctl_ok(&reps, &["get", "after-restore", "-w", "json"]);
+    let after: serde_json::Value = serde_json::from_str(&after).expect("json");
+    assert_eq!(after["header"]["revision"].as_i64(), Some(revision + 1));
+    for m in &restored.members {
+        assert_eq!(
+            common::count_prefix(&m.endpoint(), "snap/", true),
+            Some(151)
+        );
+    }
+}
+
+/// Runs the `flotilla` binary and returns its stdout (it must succeed).
+fn flotilla(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(args)
+        .output()
+        .expect("run flotilla");
+    assert!(
+        out.status.success(),
+        "flotilla {args:?}: {}",
+        stderr_of(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -14,7 +14,8 @@
 //! multiple of 512, because etcdctl's `snapshot save` only accepts a stream whose length modulo
 //! 512 is the 32-byte digest (a bbolt file, made of 4 KiB pages, always is). The envelope
 //! records its own lengths, so the padding is unambiguous. It is not a bbolt file: etcdctl's
-//! `snapshot status` and `snapshot restore` cannot read it.
+//! `snapshot status` and `snapshot restore` cannot read it; `flotilla snapshot status|restore`
+//! do (`crate::snapshot_file`).
 
 use std::pin::Pin;
 

@@ -12,17 +12,49 @@ const MAGIC: &[u8; 8] = b"FLMVCC01";
 /// A raw tree entry: key and value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
-/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`).
+/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32(seed, data)`), table-driven/SIMD via
+/// `crc32fast`: a full image of a large store is checksummed whenever a follower needs one.
 pub fn crc32(seed: u32, data: &[u8]) -> u32 {
-    let mut crc = !seed;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
+    let mut h = crc32fast::Hasher::new_with_initial(seed);
+    h.update(data);
+    h.finalize()
+}
+
+/// The image at the start of `data`, without the zero bytes a transfer padded it with (the
+/// Maintenance snapshot pads to a multiple of 512 for etcdctl). The image's end is where the
+/// pairs stop and the next four bytes are the checksum of everything before them.
+///
+/// # Errors
+/// [`MvccError::InvalidSnapshot`] if no such end is found.
+pub fn trim_padding(data: &[u8]) -> Result<&[u8], MvccError> {
+    let bad = |why: &str| MvccError::InvalidSnapshot(why.to_string());
+    if data.len() < MAGIC.len() + 4 || &data[..MAGIC.len()] != MAGIC {
+        return Err(bad("missing header"));
     }
-    !crc
+    let mut at = MAGIC.len();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(MAGIC);
+    loop {
+        if let Some(sum) = data.get(at..at + 4)
+            && u32::from_be_bytes(sum.try_into().unwrap_or([0; 4])) == crc.clone().finalize()
+            && data[at + 4..].iter().all(|b| *b == 0)
+        {
+            return Ok(&data[..at + 4]);
+        }
+        // Skip one pair: key, then value.
+        let start = at;
+        for _ in 0..2 {
+            let len = data
+                .get(at..at + 4)
+                .map(|l| u32::from_be_bytes(l.try_into().unwrap_or([0; 4])) as usize)
+                .ok_or_else(|| bad("truncated entry"))?;
+            at = at
+                .checked_add(4 + len)
+                .filter(|end| *end <= data.len())
+                .ok_or_else(|| bad("truncated entry"))?;
+        }
+        crc.update(&data[start..at]);
+    }
 }
 
 /// Serializes `(key, value)` pairs.
@@ -95,5 +127,20 @@ mod tests {
         let mut flipped = data.clone();
         flipped[10] ^= 1;
         assert!(decode(&flipped).is_err());
+    }
+
+    #[test]
+    fn padding_is_trimmed_back_to_the_image() {
+        let data = encode(vec![
+            (b"k".to_vec(), vec![0u8; 7]),
+            (Vec::new(), Vec::new()),
+        ]);
+        for pad in [0usize, 1, 4, 511] {
+            let mut padded = data.clone();
+            padded.resize(data.len() + pad, 0);
+            assert_eq!(trim_padding(&padded).expect("trim"), &data[..]);
+        }
+        assert!(trim_padding(&data[..data.len() - 1]).is_err());
+        assert!(trim_padding(b"not an image").is_err());
     }
 }
