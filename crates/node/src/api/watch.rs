@@ -56,14 +56,32 @@ impl WatchService {
     /// Creates the service and starts the hub's periodic catch-up (it runs for the life of the
     /// process, as the state machine does). Must be called inside a Tokio runtime.
     pub fn new(node: NodeHandle, progress_notify_interval: Duration) -> Self {
-        tokio::spawn(sync_loop(node.clone()));
-        tokio::spawn(progress_loop(node.clone(), progress_notify_interval));
+        tokio::spawn(every(node.clone(), SYNC_INTERVAL, |store, hub| {
+            if hub.watch_count() > 0
+                && let Err(e) = hub.sync(store)
+            {
+                tracing::warn!(error = %e, "watch catch-up failed");
+            }
+        }));
+        tokio::spawn(every(
+            node.clone(),
+            progress_notify_interval,
+            |store, hub| {
+                hub.notify_progress(store);
+            },
+        ));
         WatchService { node }
     }
 }
 
-async fn progress_loop(node: NodeHandle, every: Duration) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+/// Runs `f` on the hub every `period` (first after one period), under the state machine's
+/// write lock, until the lock is poisoned.
+async fn every(
+    node: NodeHandle,
+    period: Duration,
+    mut f: impl FnMut(&mut crate::mvcc::MvccStore, &mut crate::mvcc::watch::WatchHub) + Send,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -71,25 +89,7 @@ async fn progress_loop(node: NodeHandle, every: Duration) {
             return;
         };
         let (store, hub) = sm.parts();
-        hub.notify_progress(store);
-    }
-}
-
-async fn sync_loop(node: NodeHandle) {
-    let mut tick = tokio::time::interval(SYNC_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Ok(mut sm) = node.sm.write() else {
-            return;
-        };
-        let (store, hub) = sm.parts();
-        if hub.watch_count() == 0 {
-            continue;
-        }
-        if let Err(e) = hub.sync(store) {
-            tracing::warn!(error = %e, "watch catch-up failed");
-        }
+        f(store, hub);
     }
 }
 
