@@ -55,6 +55,13 @@ pub fn decode_entry_key(key: &[u8]) -> Result<u64, StorageError> {
 /// Encodes an entry value.
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENTRY_HEADER + entry.data.len());
+    encode_entry_into(&mut out, entry);
+    out
+}
+
+/// Appends an entry value to `out` (the WAL encodes a whole Ready into one buffer).
+pub fn encode_entry_into(out: &mut Vec<u8>, entry: &Entry) {
+    out.reserve(ENTRY_HEADER + entry.data.len());
     out.push(FORMAT);
     out.push(match entry.kind {
         EntryKind::Normal => 0,
@@ -63,7 +70,17 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     out.extend_from_slice(&entry.term.to_be_bytes());
     out.extend_from_slice(&entry.index.to_be_bytes());
     out.extend_from_slice(&entry.data);
-    out
+}
+
+/// Decodes an entry value by the index it carries (a WAL record has no key).
+pub fn decode_entry_value(bytes: &[u8]) -> Result<Entry, StorageError> {
+    let index = bytes.get(10..18).map(be_u64).ok_or_else(|| {
+        StorageError::Io(format!(
+            "corrupt log entry: {} bytes, shorter than the {ENTRY_HEADER}-byte header",
+            bytes.len()
+        ))
+    })?;
+    decode_entry(index, bytes)
 }
 
 /// Decodes the entry stored under the key of `index`.

@@ -8,13 +8,13 @@
 //! metadata (synced), then the WAL is rewritten without the compacted entries. A store written
 //! by an older version, with the entries in sled, is moved into the WAL when it is opened.
 //!
-//! The snapshot *image* is the exception: it lives in its own tree ([`SNAPSHOT_TREE_NAME`]),
+//! The snapshot *image* lives in its own tree ([`SNAPSHOT_TREE_NAME`]),
 //! keyed by the snapshot index. sled rewrites a whole leaf page whenever it consolidates the
 //! small updates made to it, and a leaf holding a multi-megabyte image next to the hard state
 //! was rewritten (as a fresh blob file) every few Readies: measured at ~18 rewrites of a
 //! 3.3 MB image per second per node, half the write throughput. Atomicity is kept by order,
 //! not by a batch: the new image is written and synced under its index first, then the one
-//! batch switches the metadata (and compacts the log), then older images are deleted. A crash
+//! batch switches the metadata, then older images are deleted. A crash
 //! at any point leaves the metadata naming an image that is durable; leftovers are deleted on
 //! open. An image stored by an older version under [`SNAPSHOT_DATA_KEY`] is still read.
 //!
@@ -25,9 +25,8 @@
 //! leader's [`ImageSource`] builds a full image of the live state machine at its applied index,
 //! as etcd sends its backend at the applied index rather than at the snapshot's.
 //!
-//! Reads of the bounds (first/last index, last term, snapshot metadata, hard state) come from an
-//! in-memory cache loaded at open and updated after each successful batch, so the core's
-//! frequent `last_index()`/`term(last)` calls never touch sled.
+//! Every read the core makes (entries, terms, bounds, hard state, snapshot metadata) is served
+//! from memory: the log since the snapshot and a small cache, loaded at open.
 
 use std::path::Path;
 
@@ -50,17 +49,13 @@ pub const WAL_DIR: &str = "wal";
 /// The name of the sled tree holding snapshot images, keyed by big-endian snapshot index.
 pub const SNAPSHOT_TREE_NAME: &str = "raft_snapshot";
 
-/// What the store keeps in memory so bound checks and `term(last)` need no disk read.
+/// The metadata the store keeps in memory.
 #[derive(Debug, Clone)]
 struct Cache {
     hard_state: HardState,
     /// Metadata of the stored snapshot (index 0 for a store never compacted; its configuration
     /// is then the bootstrap configuration).
     snapshot: SnapshotMeta,
-    /// Last index in the log (the snapshot index if the log is empty).
-    last_index: u64,
-    /// Term at `last_index`.
-    last_term: u64,
     /// The stored image holds only member metadata (see [`SledLogStore::compact`]).
     image_partial: bool,
 }
@@ -144,9 +139,6 @@ impl SledLogStore {
                 first.index
             )));
         }
-        (cache.last_index, cache.last_term) = log
-            .last()
-            .map_or((snap, cache.snapshot.term), |e| (e.index, e.term));
         let store = SledLogStore {
             tree,
             images,
@@ -192,7 +184,7 @@ impl SledLogStore {
     pub fn initialize(&mut self, conf_state: ConfState) -> Result<(), StorageError> {
         let c = &self.cache;
         if c.hard_state == HardState::default()
-            && c.last_index == 0
+            && self.log.is_empty()
             && c.snapshot.index == 0
             && c.snapshot.conf_state == conf_state
         {
@@ -200,7 +192,7 @@ impl SledLogStore {
             return Ok(());
         }
         if c.hard_state != HardState::default()
-            || c.last_index != 0
+            || !self.log.is_empty()
             || c.snapshot.index != 0
             || c.snapshot.conf_state != ConfState::default()
         {
@@ -285,7 +277,7 @@ impl SledLogStore {
         if index <= self.cache.snapshot.index {
             return Err(StorageError::SnapshotOutOfDate(index));
         }
-        if index > self.cache.last_index {
+        if index > self.last_index_cached() {
             return Err(StorageError::Unavailable(index));
         }
         let meta = SnapshotMeta {
@@ -330,6 +322,11 @@ impl SledLogStore {
         self.cache.snapshot.index + 1
     }
 
+    /// The last index: the snapshot's when the log is empty.
+    fn last_index_cached(&self) -> u64 {
+        self.cache.snapshot.index + self.log.len() as u64
+    }
+
     fn apply(&self, batch: sled::Batch) -> Result<(), StorageError> {
         self.tree
             .apply_batch(batch)
@@ -355,8 +352,6 @@ fn load_cache(tree: &sled::Tree) -> Result<Cache, StorageError> {
         .map_err(|e| sled_err("get", e))?;
     Ok(Cache {
         hard_state,
-        last_index: snapshot.index,
-        last_term: snapshot.term,
         image_partial,
         snapshot,
     })
@@ -391,7 +386,7 @@ impl Storage for SledLogStore {
         if lo < self.first_index_cached() {
             return Err(StorageError::Compacted(lo));
         }
-        if hi > self.cache.last_index + 1 {
+        if hi > self.last_index_cached() + 1 {
             return Err(StorageError::Unavailable(hi));
         }
         if lo >= hi {
@@ -418,7 +413,7 @@ impl Storage for SledLogStore {
         if index < snap.index {
             return Err(StorageError::Compacted(index));
         }
-        if index > self.cache.last_index {
+        if index > self.last_index_cached() {
             return Err(StorageError::Unavailable(index));
         }
         if index == snap.index {
@@ -436,7 +431,7 @@ impl Storage for SledLogStore {
     }
 
     fn last_index(&self) -> Result<u64, StorageError> {
-        Ok(self.cache.last_index)
+        Ok(self.last_index_cached())
     }
 
     fn snapshot(&self) -> Result<Snapshot, StorageError> {
@@ -444,10 +439,11 @@ impl Storage for SledLogStore {
             && let Some(source) = &self.source
         {
             let (index, conf_state, data) = source.image()?;
-            if index < self.cache.snapshot.index || index > self.cache.last_index {
+            if index < self.cache.snapshot.index || index > self.last_index_cached() {
                 return Err(StorageError::Io(format!(
                     "the state machine's image is at {index}, outside the log's {}..={}",
-                    self.cache.snapshot.index, self.cache.last_index
+                    self.cache.snapshot.index,
+                    self.last_index_cached()
                 )));
             }
             return Ok(Snapshot {
@@ -486,7 +482,7 @@ impl LogStore for SledLogStore {
         if first < self.first_index_cached() {
             return Err(StorageError::Compacted(first));
         }
-        if first > self.cache.last_index + 1 {
+        if first > self.last_index_cached() + 1 {
             return Err(StorageError::Unavailable(first));
         }
         for (offset, entry) in entries.iter().enumerate() {
@@ -499,8 +495,6 @@ impl LogStore for SledLogStore {
         let keep = usize::try_from(first - self.first_index_cached()).unwrap_or(usize::MAX);
         self.log.truncate(keep);
         self.log.extend_from_slice(entries);
-        self.cache.last_index = first + entries.len() as u64 - 1;
-        self.cache.last_term = entries[entries.len() - 1].term;
         Ok(())
     }
 
@@ -520,7 +514,7 @@ impl LogStore for SledLogStore {
         }
         // Pitfall 21: keep the suffix only if the log holds the snapshot's last entry.
         let keep_suffix =
-            meta.index <= self.cache.last_index && self.term(meta.index)? == meta.term;
+            meta.index <= self.last_index_cached() && self.term(meta.index)? == meta.term;
         self.store_image(meta.index, snapshot.data)?;
         self.switch_meta(&meta, false)?;
         if keep_suffix {
@@ -528,8 +522,6 @@ impl LogStore for SledLogStore {
             self.log.drain(..drop.min(self.log.len()));
         } else {
             self.log.clear();
-            self.cache.last_index = meta.index;
-            self.cache.last_term = meta.term;
         }
         let index = meta.index;
         self.cache.snapshot = meta;

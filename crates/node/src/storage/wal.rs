@@ -9,7 +9,7 @@
 //!
 //! Layout: `<dir>/<seq:016x>.wal` segments, replayed in sequence order. Each record is
 //! `len: u32 | crc32(kind | payload): u32 | kind: u8 | payload`, all big-endian:
-//! - kind 1, an entry: `index: u64` then the entry as `codec::encode_entry` writes it; an entry
+//! - kind 1, an entry as `codec::encode_entry` writes it (it carries its index); an entry
 //!   whose index is at or below the last one replayed replaces that tail (a conflicting append
 //!   is written as it happens, never rewritten in place);
 //! - kind 2, a hard state (`codec::encode_hard_state`); the last one replayed wins.
@@ -89,34 +89,28 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .map_err(|e| io(format_args!("fsync of {dir:?}"), e))
 }
 
-fn encode_record(out: &mut Vec<u8>, kind: u8, payload: &[&[u8]]) {
-    let len: usize = 1 + payload.iter().map(|p| p.len()).sum::<usize>();
-    let mut h = crc32fast::Hasher::new();
-    h.update(&[kind]);
-    for p in payload {
-        h.update(p);
-    }
-    out.reserve(RECORD_HEADER + len);
-    out.extend_from_slice(&(len as u32).to_be_bytes());
-    out.extend_from_slice(&h.finalize().to_be_bytes());
+/// Appends one record: `write` adds the payload, then length and checksum are filled in.
+fn encode_record(out: &mut Vec<u8>, kind: u8, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER]);
     out.push(kind);
-    for p in payload {
-        out.extend_from_slice(p);
-    }
+    write(out);
+    let body = &out[start + RECORD_HEADER..];
+    let (len, crc) = (body.len() as u32, crc32fast::hash(body));
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    out[start + 4..start + RECORD_HEADER].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn encode_entries(out: &mut Vec<u8>, entries: &[Entry]) {
     for e in entries {
-        encode_record(
-            out,
-            KIND_ENTRY,
-            &[&e.index.to_be_bytes(), &codec::encode_entry(e)],
-        );
+        encode_record(out, KIND_ENTRY, |out| codec::encode_entry_into(out, e));
     }
 }
 
 fn encode_hard_state(out: &mut Vec<u8>, hs: &HardState) {
-    encode_record(out, KIND_HARD_STATE, &[&codec::encode_hard_state(hs)]);
+    encode_record(out, KIND_HARD_STATE, |out| {
+        out.extend_from_slice(&codec::encode_hard_state(hs));
+    });
 }
 
 /// Applies the records of one segment to `into`; returns the length of its valid prefix.
@@ -136,12 +130,8 @@ fn replay_segment(bytes: &[u8], into: &mut Replayed) -> Result<usize, StorageErr
         let (kind, payload) = (body[0], &body[1..]);
         match kind {
             KIND_ENTRY => {
-                let index = payload
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or_else(|| io("replay", "an entry record without an index"))?;
-                let entry = codec::decode_entry(index, &payload[8..])?;
+                let entry = codec::decode_entry_value(payload)?;
+                let index = entry.index;
                 if let Some(first) = into.entries.first().map(|e| e.index) {
                     let last = first + into.entries.len() as u64 - 1;
                     if index > last + 1 {

@@ -36,6 +36,19 @@ impl PeerService {
         }
     }
 
+    /// Proposes one forwarded write here. Only the leader proposes forwarded writes; it never
+    /// forwards them again, so a stale view of the leader cannot make a request loop between
+    /// members.
+    async fn propose_forwarded(
+        &self,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, crate::server::ServerError> {
+        if request.len() > self.node.max_request_bytes {
+            return Err(crate::server::ServerError::TooLarge);
+        }
+        self.node.propose_local(request).await
+    }
+
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
         if cluster_id != self.node.cluster_id {
             return Err(Status::failed_precondition(format!(
@@ -157,12 +170,7 @@ impl Peer for PeerService {
     ) -> Result<Response<ForwardResponse>, Status> {
         let req = request.into_inner();
         self.check_cluster(req.cluster_id)?;
-        if req.request.len() > self.node.max_request_bytes {
-            return Err(crate::server::ServerError::TooLarge.into());
-        }
-        // Only the leader proposes forwarded writes; it never forwards them again, so a stale
-        // view of the leader cannot make a request loop between members.
-        let response = self.node.propose_local(req.request).await?;
+        let response = self.propose_forwarded(req.request).await?;
         Ok(Response::new(ForwardResponse { response }))
     }
 
@@ -181,12 +189,7 @@ impl Peer for PeerService {
         // Each request is judged alone: one too large or refused fails only itself. They are
         // proposed together, so they share the leader's next Ready (and its sync).
         let results = futures::future::join_all(req.requests.into_iter().map(|r| async move {
-            let out = if r.len() > self.node.max_request_bytes {
-                Err(crate::server::ServerError::TooLarge)
-            } else {
-                self.node.propose_local(r).await
-            };
-            match out {
+            match self.propose_forwarded(r).await {
                 Ok(response) => ForwardResult {
                     response,
                     code: 0,
