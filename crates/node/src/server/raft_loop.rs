@@ -343,6 +343,8 @@ impl RaftLoop {
                         ..m
                     });
                     self.publish_now = true;
+                    // A full image carries the members' client URLs too.
+                    self.update_view(true);
                 }
             }
             Command::Shutdown { reply } => return Some(reply),
