@@ -78,7 +78,8 @@ async fn join(cfg: &NodeConfig, endpoints: &str) -> anyhow::Result<(u64, NodeId,
                         peer_urls: vec![cfg.peer_url()],
                         client_urls: vec![cfg.client_url()],
                     })
-                    .await?
+                    .await
+                    .map_err(|status| join_refusal(&cfg.peer_url(), &st, status))?
                     .into_inner();
                 let mut ms = Members::default();
                 for m in resp.members {
@@ -104,6 +105,34 @@ async fn join(cfg: &NodeConfig, endpoints: &str) -> anyhow::Result<(u64, NodeId,
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(last_err.unwrap_or_else(|| anyhow::anyhow!("--join lists no endpoint")))
+}
+
+/// Words the operator looks for in a failed pod's last log lines: `join refused: member
+/// <16 hex digits> (<name>) already has peer URL <url>`. Naming the holder lets the operator
+/// remove exactly that member, never a newer one that took the name since (a stale
+/// termination message must not remove the replacement).
+pub const JOIN_REFUSED_PREFIX: &str = "join refused: member ";
+
+/// The error a join attempt ends with: when a member already holds this peer URL (a pod that
+/// lost its volume while its old self is still in the configuration), it says which one.
+fn join_refusal(
+    peer_url: &str,
+    st: &flotilla_proto::admin::StatusResponse,
+    status: tonic::Status,
+) -> anyhow::Error {
+    let holder = st
+        .members
+        .iter()
+        .find(|m| m.peer_urls.iter().any(|u| u == peer_url));
+    match holder {
+        Some(m) if status.message().contains("Peer URLs already exists") => anyhow::anyhow!(
+            "{JOIN_REFUSED_PREFIX}{:016x} ({}) already has peer URL {peer_url}: {}",
+            m.id,
+            m.name,
+            status.message()
+        ),
+        _ => status.into(),
+    }
 }
 
 async fn identity(

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -25,7 +25,8 @@ use serde_json::json;
 use crate::Error;
 use crate::crd::{RaftCluster, RaftClusterStatus};
 use crate::plan::{Note, Severity};
-use crate::resources::FIELD_MANAGER;
+use crate::resources::{ClaimStorage, FIELD_MANAGER};
+use tokio::sync::OnceCell;
 
 /// An object the operator owns and applies.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,14 +55,23 @@ impl Owned {
     }
 }
 
+/// What observe needs of the StatefulSet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsView {
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// Size and class of its volume claim template, which Kubernetes never lets change.
+    pub storage: Option<ClaimStorage>,
+}
+
 /// What observe reads.
 pub trait Reads: Send + Sync {
-    /// `spec.replicas` of the StatefulSet, `None` when it does not exist.
-    fn statefulset_replicas(
+    /// The StatefulSet, `None` when it does not exist.
+    fn statefulset(
         &self,
         ns: &str,
         name: &str,
-    ) -> impl Future<Output = Result<Option<i32>, Error>> + Send;
+    ) -> impl Future<Output = Result<Option<StsView>, Error>> + Send;
     /// Pods matching a label selector.
     fn pods(
         &self,
@@ -116,6 +126,28 @@ pub trait Actions: Send + Sync {
 pub struct KubeApi {
     client: Client,
     recorder: Recorder,
+    /// The PodDisruptionBudget API version the server serves, asked once.
+    pdb_version: Arc<OnceCell<PdbVersion>>,
+}
+
+/// Which PodDisruptionBudget API the server serves: `policy/v1` from Kubernetes 1.21,
+/// `policy/v1beta1` before (and until 1.25). Same spec either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PdbVersion {
+    /// `policy/v1`.
+    V1,
+    /// `policy/v1beta1`.
+    V1beta1,
+}
+
+impl PdbVersion {
+    /// The `apiVersion` string.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            PdbVersion::V1 => "policy/v1",
+            PdbVersion::V1beta1 => "policy/v1beta1",
+        }
+    }
 }
 
 impl KubeApi {
@@ -128,7 +160,32 @@ impl KubeApi {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            pdb_version: Arc::new(OnceCell::new()),
         }
+    }
+
+    /// Asks the server (discovery) which PodDisruptionBudget version it serves; remembered once
+    /// known, asked again after a failed attempt.
+    async fn pdb_version(&self) -> Result<PdbVersion, Error> {
+        let v = self
+            .pdb_version
+            .get_or_try_init(|| async {
+                match self.client.list_api_group_resources("policy/v1").await {
+                    Ok(list)
+                        if list
+                            .resources
+                            .iter()
+                            .any(|r| r.name == "poddisruptionbudgets") =>
+                    {
+                        Ok(PdbVersion::V1)
+                    }
+                    Ok(_) => Ok(PdbVersion::V1beta1),
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(PdbVersion::V1beta1),
+                    Err(e) => Err(Error::from(e)),
+                }
+            })
+            .await?;
+        Ok(*v)
     }
 
     fn apply_params() -> PatchParams {
@@ -145,12 +202,12 @@ fn absent_ok<T>(r: Result<T, kube::Error>) -> Result<(), Error> {
 }
 
 impl Reads for KubeApi {
-    async fn statefulset_replicas(&self, ns: &str, name: &str) -> Result<Option<i32>, Error> {
+    async fn statefulset(&self, ns: &str, name: &str) -> Result<Option<StsView>, Error> {
         let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
-        Ok(api
-            .get_opt(name)
-            .await?
-            .map(|s| s.spec.replicas.unwrap_or(1)))
+        Ok(api.get_opt(name).await?.map(|s| StsView {
+            replicas: s.spec.replicas.unwrap_or(1),
+            storage: ClaimStorage::of(&s),
+        }))
     }
     async fn pods(&self, ns: &str, selector: &str) -> Result<Vec<Pod>, Error> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
@@ -193,11 +250,31 @@ impl Actions for KubeApi {
                     .patch(&name, &pp, &Patch::Apply(o))
                     .await?,
             ),
-            Owned::PodDisruptionBudget(o) => drop(
-                Api::<PodDisruptionBudget>::namespaced(c, ns)
-                    .patch(&name, &pp, &Patch::Apply(o))
-                    .await?,
-            ),
+            Owned::PodDisruptionBudget(o) => match self.pdb_version().await? {
+                PdbVersion::V1 => drop(
+                    Api::<PodDisruptionBudget>::namespaced(c, ns)
+                        .patch(&name, &pp, &Patch::Apply(o))
+                        .await?,
+                ),
+                PdbVersion::V1beta1 => {
+                    let ar = ApiResource {
+                        group: "policy".into(),
+                        version: "v1beta1".into(),
+                        api_version: PdbVersion::V1beta1.api_version().into(),
+                        kind: "PodDisruptionBudget".into(),
+                        plural: "poddisruptionbudgets".into(),
+                    };
+                    let mut body = serde_json::to_value(o).map_err(|e| {
+                        Error::Store(format!("encoding PodDisruptionBudget {name}: {e}"))
+                    })?;
+                    body["apiVersion"] = json!(PdbVersion::V1beta1.api_version());
+                    drop(
+                        Api::<DynamicObject>::namespaced_with(c, ns, &ar)
+                            .patch(&name, &pp, &Patch::Apply(body))
+                            .await?,
+                    )
+                }
+            },
         }
         Ok(())
     }
@@ -304,8 +381,13 @@ fn matches(labels: Option<&BTreeMap<String, String>>, selector: &str) -> bool {
 }
 
 impl Reads for Memory {
-    async fn statefulset_replicas(&self, _ns: &str, _name: &str) -> Result<Option<i32>, Error> {
-        Ok(self.state().sts_replicas)
+    async fn statefulset(&self, _ns: &str, name: &str) -> Result<Option<StsView>, Error> {
+        let s = self.state();
+        let storage = match s.objects.get(&("StatefulSet", name.to_owned())) {
+            Some(Owned::StatefulSet(sts)) => ClaimStorage::of(sts),
+            _ => None,
+        };
+        Ok(s.sts_replicas.map(|replicas| StsView { replicas, storage }))
     }
     async fn pods(&self, _ns: &str, selector: &str) -> Result<Vec<Pod>, Error> {
         Ok(self

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, field, info, info_span, warn};
 
@@ -77,7 +77,7 @@ pub async fn observe<K: Reads, N: NodeClient>(
 ) -> Result<plan::Observed, Error> {
     let ns = &names.namespace;
     let selector = resources::selector_string(names);
-    let sts_replicas = ctx.kube.statefulset_replicas(ns, &names.cluster).await?;
+    let sts = ctx.kube.statefulset(ns, &names.cluster).await?;
     let pods = ctx.kube.pods(ns, &selector).await?;
     let pvcs = ctx.kube.pvcs(ns, &selector).await?;
     let config_map = ctx.kube.config_map(ns, &names.config_map()).await?;
@@ -98,7 +98,7 @@ pub async fn observe<K: Reads, N: NodeClient>(
         }
     }
     let inputs = Inputs {
-        sts_replicas,
+        sts,
         pods,
         pvcs,
         config_map,
@@ -112,8 +112,32 @@ pub async fn observe<K: Reads, N: NodeClient>(
     ))
 }
 
+/// A step the server or a node refused: why, for the condition, the Event and the error.
+struct Failure {
+    reason: &'static str,
+    message: String,
+    error: Error,
+}
+
+/// The server's own words for a failed call (what the user needs to see), else the error.
+fn server_message(e: &Error) -> String {
+    match e {
+        Error::Kube(kube::Error::Api(s)) if !s.message.is_empty() => s.message.clone(),
+        Error::Node(crate::nodes::NodeError::Rpc { endpoint, status }) => {
+            format!("{endpoint}: {}", status.message())
+        }
+        other => other.to_string(),
+    }
+}
+
 /// One full pass: observe, plan, apply the owned objects, carry out the step, publish Events,
 /// write the status. Returns the plan it carried out.
+///
+/// Nothing that fails stops the pass silently: a refused apply or node call becomes a Warning
+/// Event naming the object and the server's message, and the `Reconciled` condition of the
+/// status written at the end; the pass then reports the first failure so kube-runtime retries
+/// with back-off. When the ConfigMap or the StatefulSet could not be applied, no membership
+/// step is taken: the plan assumed they were in place.
 pub async fn reconcile_once<K: Reads + Actions, N: NodeClient>(
     rc: &RaftCluster,
     ctx: &Context<K, N>,
@@ -121,63 +145,15 @@ pub async fn reconcile_once<K: Reads + Actions, N: NodeClient>(
     let names = Names::of(rc)?;
     let ns = names.namespace.clone();
     let observed = observe(rc, &names, ctx).await?;
-    let plan = plan::plan(&observed);
+    let mut plan = plan::plan(&observed);
+    let mut failures: Vec<Failure> = Vec::new();
 
-    // Owned objects first: the ConfigMap before the StatefulSet whose pods read it.
-    let size = rc.spec.replicas.min(plan.sts_replicas).max(1);
-    let owned = [
-        Owned::ConfigMap(resources::config_map(rc, plan.bootstrapped)?),
-        Owned::Service(resources::peer_service(rc)?),
-        Owned::Service(resources::client_service(rc)?),
-        Owned::StatefulSet(Box::new(resources::stateful_set(rc)?)),
-        Owned::PodDisruptionBudget(resources::pod_disruption_budget(rc, size)?),
-    ];
-    for o in &owned {
-        ctx.kube.apply(&ns, o).await?;
+    if !plan.hold {
+        apply_owned(rc, &ns, &observed, &plan, ctx, &mut failures).await?;
     }
-
-    // The step. Node calls go to the leader, which the plan only acts on when it exists.
-    let leader_ordinal = observed
-        .cluster
-        .as_ref()
-        .and_then(|c| c.members.iter().find(|m| m.id == c.leader_id))
-        .and_then(|m| names.ordinal_of(&m.name));
-    for a in &plan.actions {
-        let span = info_span!("action", action = ?a);
-        async {
-            info!("carrying out");
-            match a {
-                Action::ScaleStatefulSet { replicas } => {
-                    ctx.kube
-                        .scale_statefulset(&ns, &names.cluster, *replicas)
-                        .await?
-                }
-                Action::DeletePvc { ordinal } => {
-                    ctx.kube.delete_pvc(&ns, &names.pvc(*ordinal)).await?
-                }
-                Action::RestartPod { ordinal } => {
-                    ctx.kube.delete_pod(&ns, &names.pod(*ordinal)).await?
-                }
-                Action::Promote { id, .. }
-                | Action::Remove { id, .. }
-                | Action::TransferLeadership { from: id } => {
-                    let Some(via) = leader_ordinal else {
-                        return Ok(());
-                    };
-                    match a {
-                        Action::Promote { .. } => ctx.nodes.promote(&names, via, *id).await?,
-                        Action::Remove { .. } => ctx.nodes.remove(&names, via, *id).await?,
-                        _ => {
-                            ctx.nodes.transfer(&names, via, 0).await?;
-                        }
-                    }
-                }
-            }
-            ctx.metrics.action(a);
-            Ok::<(), Error>(())
-        }
-        .instrument(span)
-        .await?;
+    let foundations_failed = failures.iter().any(|f| f.reason == "ApplyFailed");
+    if !plan.hold && !foundations_failed {
+        act(&names, &observed, &plan, ctx, &mut failures).await;
     }
 
     for n in &plan.notes {
@@ -186,10 +162,144 @@ pub async fn reconcile_once<K: Reads + Actions, N: NodeClient>(
             warn!(reason = n.reason, error = %e, "publishing event failed");
         }
     }
+    for f in &failures {
+        let n = plan::Note {
+            severity: plan::Severity::Warning,
+            reason: f.reason,
+            message: f.message.clone(),
+        };
+        if let Err(e) = ctx.kube.publish(rc, &n).await {
+            warn!(reason = n.reason, error = %e, "publishing event failed");
+        }
+    }
+    if !failures.is_empty() {
+        plan.problems
+            .extend(failures.iter().map(|f| (f.reason, f.message.clone())));
+        let c = plan::reconciled_condition(&observed, &plan.problems);
+        if let Some(old) = plan
+            .status
+            .conditions
+            .iter_mut()
+            .find(|x| x.type_ == "Reconciled")
+        {
+            *old = c;
+        }
+    }
     if rc.status.as_ref() != Some(&plan.status) {
         ctx.kube.patch_status(rc, &plan.status).await?;
     }
-    Ok(plan)
+    match failures.into_iter().next() {
+        Some(f) => Err(f.error),
+        None => Ok(plan),
+    }
+}
+
+/// Server-side applies every owned object; a refused one is recorded and the others still go.
+async fn apply_owned<K: Reads + Actions, N: NodeClient>(
+    rc: &RaftCluster,
+    ns: &str,
+    observed: &plan::Observed,
+    plan: &Plan,
+    ctx: &Context<K, N>,
+    failures: &mut Vec<Failure>,
+) -> Result<(), Error> {
+    // The StatefulSet keeps the claim template it was created with: Kubernetes refuses to
+    // change it, and a changed spec is reported as `StorageImmutable` instead.
+    let kept = observed.sts_storage.clone();
+    let size = rc.spec.replicas.min(plan.sts_replicas).max(1);
+    // The ConfigMap before the StatefulSet whose pods read it.
+    let owned = [
+        Owned::ConfigMap(resources::config_map(rc, plan.bootstrapped)?),
+        Owned::Service(resources::peer_service(rc)?),
+        Owned::Service(resources::client_service(rc)?),
+        Owned::StatefulSet(Box::new(resources::stateful_set(rc, kept.as_ref())?)),
+        Owned::PodDisruptionBudget(resources::pod_disruption_budget(rc, size)?),
+    ];
+    for o in &owned {
+        if let Err(e) = ctx.kube.apply(ns, o).await {
+            let (kind, name) = o.key();
+            let message = format!("applying {kind} {name}: {}", server_message(&e));
+            warn!(%message, "apply failed");
+            // Only the objects the pods need make the step unsafe to take.
+            let reason = match o {
+                Owned::ConfigMap(_) | Owned::StatefulSet(_) => "ApplyFailed",
+                _ => "ApplyFailedNonBlocking",
+            };
+            failures.push(Failure {
+                reason,
+                message,
+                error: e,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Carries out the plan's actions in order; the first refused one ends the step.
+async fn act<K: Reads + Actions, N: NodeClient>(
+    names: &Names,
+    observed: &plan::Observed,
+    plan: &Plan,
+    ctx: &Context<K, N>,
+    failures: &mut Vec<Failure>,
+) {
+    let ns = &names.namespace;
+    // Node calls go to the leader, which the plan only acts on when it exists.
+    let leader_ordinal = observed
+        .cluster
+        .as_ref()
+        .and_then(|c| c.members.iter().find(|m| m.id == c.leader_id))
+        .and_then(|m| names.ordinal_of(&m.name));
+    for a in &plan.actions {
+        let span = info_span!("action", action = ?a);
+        let r = async {
+            info!("carrying out");
+            match a {
+                Action::ScaleStatefulSet { replicas } => {
+                    ctx.kube
+                        .scale_statefulset(ns, &names.cluster, *replicas)
+                        .await?
+                }
+                Action::DeletePvc { ordinal } => {
+                    ctx.kube.delete_pvc(ns, &names.pvc(*ordinal)).await?
+                }
+                Action::RestartPod { ordinal } => {
+                    ctx.kube.delete_pod(ns, &names.pod(*ordinal)).await?
+                }
+                Action::Promote { id, .. }
+                | Action::Remove { id, .. }
+                | Action::TransferLeadership { from: id } => {
+                    let Some(via) = leader_ordinal else {
+                        return Ok(());
+                    };
+                    match a {
+                        Action::Promote { .. } => ctx.nodes.promote(names, via, *id).await?,
+                        Action::Remove { .. } => ctx.nodes.remove(names, via, *id).await?,
+                        _ => {
+                            ctx.nodes.transfer(names, via, 0).await?;
+                        }
+                    }
+                }
+            }
+            ctx.metrics.action(a);
+            Ok::<(), Error>(())
+        }
+        .instrument(span)
+        .await;
+        if let Err(e) = r {
+            let message = format!("{}: {}", a.describe(), server_message(&e));
+            warn!(%message, "action failed");
+            failures.push(Failure {
+                reason: match e {
+                    Error::Node(_) => "NodeCallFailed",
+                    _ => "ActionFailed",
+                },
+                message,
+                error: e,
+            });
+            return;
+        }
+    }
 }
 
 /// The kube-runtime reconcile function.
@@ -250,7 +360,17 @@ pub async fn run(client: Client, metrics: Metrics, instance: Option<String>) {
         name.zip(ns)
             .map(|(n, ns)| ObjectRef::<RaftCluster>::new(&n).within(&ns))
     };
-    Controller::new(clusters, watcher::Config::default())
+    // The RaftCluster triggers a pass only when its generation changes (a spec edit, a
+    // `kubectl scale`): the operator's own status writes would otherwise each start the next
+    // pass. Changes the spec does not show arrive through the owned objects, the pods and the
+    // periodic requeue.
+    let (reader, writer) = reflector::store();
+    let triggers = watcher(clusters, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    Controller::for_stream(triggers, reader)
         .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
         .watches(Api::<Pod>::all(client), managed, pod_owner)

@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
+};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -28,7 +31,7 @@ use serde::{Deserialize, Serialize};
     kind = "RaftCluster",
     namespaced,
     status = "RaftClusterStatus",
-    shortname = "rc",
+    shortname = "raft",
     category = "flotilla",
     scale(
         spec_replicas_path = ".spec.replicas",
@@ -47,16 +50,20 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RaftClusterSpec {
-    /// Number of members. Odd counts are recommended: an even count tolerates no more failures
-    /// than the odd count below it (the operator publishes a warning Event for even counts).
-    #[schemars(range(min = 1))]
+    /// Number of members, 1 to 9. Odd counts are recommended: an even count tolerates no more
+    /// failures than the odd count below it (the operator publishes a warning Event for even
+    /// counts).
+    #[schemars(range(min = 1, max = 9))]
     pub replicas: i32,
     /// Container image holding the `flotilla` binary.
+    #[schemars(length(min = 1))]
     pub image: String,
     /// Image pull policy (`Always`, `IfNotPresent`, `Never`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
     pub image_pull_policy: Option<String>,
-    /// The volume each member keeps its log and data on.
+    /// The volume each member keeps its log and data on. Immutable: a StatefulSet's volume
+    /// claims cannot change once created.
     #[serde(default)]
     pub storage: StorageSpec,
     /// Compute resources of the `flotilla` container.
@@ -70,12 +77,77 @@ pub struct RaftClusterSpec {
     pub scheduling: SchedulingSpec,
 }
 
+/// The most members a cluster may have (the schema's bound, checked again by the operator).
+pub const MAX_REPLICAS: i32 = 9;
+
+impl RaftClusterSpec {
+    /// Why the operator cannot carry this spec out, one sentence per problem; empty when it
+    /// can. The schema rejects most of these already; this catches what a schema cannot say
+    /// (and what an API server without CEL or an older CRD lets through), so a bad spec becomes
+    /// a condition rather than a failed apply or a crash-looping pod.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            out.push(format!(
+                "spec.replicas is {}; it must be between 1 and {MAX_REPLICAS}",
+                self.replicas
+            ));
+        }
+        if self.image.trim().is_empty() {
+            out.push("spec.image is empty".to_owned());
+        }
+        if let Some(p) = &self.image_pull_policy
+            && !["Always", "IfNotPresent", "Never"].contains(&p.as_str())
+        {
+            out.push(format!(
+                "spec.imagePullPolicy is {p:?}; it must be Always, IfNotPresent or Never"
+            ));
+        }
+        if !is_quantity(&self.storage.size) {
+            out.push(format!(
+                "spec.storage.size {:?} is not a Kubernetes quantity such as 1Gi",
+                self.storage.size
+            ));
+        }
+        let r = &self.raft;
+        if r.tick_ms == 0 {
+            out.push("spec.raft.tickMs must be at least 1".to_owned());
+        }
+        if r.heartbeat_ticks == 0 {
+            out.push("spec.raft.heartbeatTicks must be at least 1".to_owned());
+        }
+        if r.heartbeat_ticks >= r.election_ticks {
+            out.push(format!(
+                "spec.raft.heartbeatTicks ({}) must be smaller than spec.raft.electionTicks ({})",
+                r.heartbeat_ticks, r.election_ticks
+            ));
+        }
+        if r.snapshot_threshold == 0 {
+            out.push("spec.raft.snapshotThreshold must be at least 1".to_owned());
+        }
+        out
+    }
+}
+
+/// A storage quantity as the schema's pattern accepts it: digits, an optional fraction, an
+/// optional binary or decimal suffix.
+fn is_quantity(s: &str) -> bool {
+    const SUFFIXES: [&str; 12] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E",
+    ];
+    let number = SUFFIXES.iter().find_map(|x| s.strip_suffix(x)).unwrap_or(s);
+    let (int, frac) = number.split_once('.').unwrap_or((number, "0"));
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    digits(int) && digits(frac)
+}
+
 /// Persistent storage of each member.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Size of each member's volume (a Kubernetes quantity such as `1Gi`).
     #[serde(default = "default_storage_size")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
     pub size: String,
     /// StorageClass of the volumes; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,7 +272,7 @@ pub struct RaftClusterStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Available, Progressing, Degraded and QuorumAtRisk.
+    /// Available, Progressing, Degraded, QuorumAtRisk and Reconciled.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }
@@ -270,20 +342,58 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
+/// The CRD as the API server gets it: the derived one, with every `default` removed from the
+/// status schema. Serde defaults there only help the operator read an old status; as schema
+/// defaults they make API servers (1.20 among them) reject or rewrite the status the operator
+/// writes.
+pub fn crd() -> CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = RaftCluster::crd();
+    for v in &mut crd.spec.versions {
+        let status = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            strip_defaults(status);
+        }
+    }
+    crd
+}
+
+fn strip_defaults(s: &mut JSONSchemaProps) {
+    s.default = None;
+    for p in s.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        strip_defaults(p);
+    }
+    match s.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => strip_defaults(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(strip_defaults),
+        None => {}
+    }
+    for sub in [&mut s.all_of, &mut s.any_of, &mut s.one_of]
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        strip_defaults(sub);
+    }
+}
+
 /// The CRD as YAML, exactly what `crdgen` prints and what deploy/ and the chart carry.
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
-    use kube::CustomResourceExt;
-    serde_saphyr::to_string(&RaftCluster::crd())
+    serde_saphyr::to_string(&crd())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::CustomResourceExt;
 
     #[test]
     fn crd_has_scale_and_status_subresources() {
-        let crd = RaftCluster::crd();
+        let crd = crd();
         assert_eq!(crd.spec.group, "flotilla.dev");
         assert_eq!(crd.spec.scope, "Namespaced");
         let v = &crd.spec.versions[0];
@@ -309,7 +419,7 @@ mod tests {
 
     #[test]
     fn crd_schema_rejects_zero_replicas() {
-        let crd = serde_json::to_value(RaftCluster::crd()).expect("json");
+        let crd = serde_json::to_value(crd()).expect("json");
         let replicas = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
             ["properties"]["replicas"];
         assert_eq!(replicas["minimum"].as_f64(), Some(1.0), "{replicas}");
@@ -334,6 +444,49 @@ mod tests {
             RetentionPolicy::Delete
         );
         assert_eq!(spec.raft.election_ticks, 10);
+    }
+
+    #[test]
+    fn problems_name_each_bad_field() {
+        let spec =
+            |v: serde_json::Value| -> RaftClusterSpec { serde_json::from_value(v).expect("parse") };
+        let ok = spec(serde_json::json!({"replicas": 3, "image": "flotilla:dev"}));
+        assert!(ok.problems().is_empty(), "{:?}", ok.problems());
+        let bad = spec(serde_json::json!({
+            "replicas": 12, "image": " ", "imagePullPolicy": "Sometimes",
+            "storage": {"size": "lots"},
+            "raft": {"heartbeatTicks": 10, "electionTicks": 10, "tickMs": 0, "snapshotThreshold": 0},
+        }));
+        let p = bad.problems();
+        assert_eq!(p.len(), 7, "{p:?}");
+        assert!(p.iter().any(|m| m.contains(
+            "spec.raft.heartbeatTicks (10) must be smaller than spec.raft.electionTicks (10)"
+        )));
+        assert!(p.iter().any(|m| m.contains("spec.replicas is 12")));
+        assert!(p.iter().any(|m| m.contains("\"lots\"")));
+        for q in ["1Gi", "512Mi", "1.5Gi", "100", "2G"] {
+            assert!(is_quantity(q), "{q}");
+        }
+        for q in ["", "Gi", "1.Gi", "-1Gi", "1 Gi", "1GiB"] {
+            assert!(!is_quantity(q), "{q}");
+        }
+    }
+
+    #[test]
+    fn status_schema_has_no_defaults() {
+        let crd = serde_json::to_value(crd()).expect("json");
+        let status =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+        assert!(status.is_object());
+        assert!(
+            !status.to_string().contains("\"default\""),
+            "API servers reject defaults in the status schema: {status}"
+        );
+        assert_eq!(
+            crd["spec"]["names"]["shortNames"],
+            serde_json::json!(["raft"]),
+            "`rc` is ReplicationController's"
+        );
     }
 
     #[test]

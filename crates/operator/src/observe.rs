@@ -13,19 +13,23 @@ use std::collections::BTreeMap;
 use flotilla_proto::admin::{Role, StatusResponse};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 
+use crate::act::StsView;
 use crate::crd::RaftCluster;
 use crate::plan::{ClusterView, MemberView, NodeIdentity, Observed, PodView, PvcView};
-use crate::resources::{Names, selector_string};
+use crate::resources::{ClaimStorage, Names, selector_string};
 
 /// The text the node logs when it cannot join because a member with its peer URL already
 /// exists (etcd's wording, which the node keeps): the sign of a pod that lost its volume.
 pub const JOIN_REFUSED_MARKER: &str = "Peer URLs already exists";
+/// What precedes the holder's member id in the node's refusal (`join refused: member
+/// <16 hex digits> (<name>) already has peer URL …`).
+pub const JOIN_REFUSED_HOLDER: &str = "join refused: member ";
 
 /// Raw inputs of one pass.
 #[derive(Debug, Default)]
 pub struct Inputs {
-    /// The StatefulSet's `spec.replicas`, if it exists.
-    pub sts_replicas: Option<i32>,
+    /// The StatefulSet, if it exists.
+    pub sts: Option<StsView>,
     /// Pods matching the cluster's selector.
     pub pods: Vec<Pod>,
     /// Claims matching the cluster's selector.
@@ -36,7 +40,12 @@ pub struct Inputs {
     pub statuses: BTreeMap<u32, StatusResponse>,
 }
 
-fn pod_view(names: &Names, pod: &Pod, statuses: &BTreeMap<u32, StatusResponse>) -> Option<PodView> {
+fn pod_view(
+    names: &Names,
+    pod: &Pod,
+    statuses: &BTreeMap<u32, StatusResponse>,
+    claims: &[u32],
+) -> Option<PodView> {
     let ordinal = names.ordinal_of(pod.metadata.name.as_deref()?)?;
     let st = pod.status.as_ref();
     let deleting = pod.metadata.deletion_timestamp.is_some();
@@ -50,29 +59,29 @@ fn pod_view(names: &Names, pod: &Pod, statuses: &BTreeMap<u32, StatusResponse>) 
             id: s.id,
             cluster_id: s.cluster_id,
         }
-    } else if join_refused(pod) {
-        NodeIdentity::JoinRefused
+    } else if let Some(holder) = join_refused(pod) {
+        NodeIdentity::JoinRefused { holder }
     } else {
         NodeIdentity::Unknown
     };
+    let pending = st.and_then(|s| s.phase.as_deref()) == Some("Pending");
+    let claim_missing = pending && !claims.contains(&ordinal);
     Some(PodView {
         ordinal,
         ready,
         running,
+        deleting,
+        claim_missing,
+        term: statuses.get(&ordinal).map_or(0, |s| s.term),
         node,
     })
 }
 
-/// The container is not running and its last run ended with the join refusal.
-fn join_refused(pod: &Pod) -> bool {
-    let Some(cs) = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-    else {
-        return false;
-    };
-    cs.iter().any(|c| {
+/// The container is not running and its last run ended with the join refusal: `Some(holder)`
+/// with the member id the refusal named, if it named one.
+fn join_refused(pod: &Pod) -> Option<Option<u64>> {
+    let cs = pod.status.as_ref()?.container_statuses.as_ref()?;
+    cs.iter().find_map(|c| {
         let running = c.state.as_ref().is_some_and(|s| s.running.is_some());
         let last = c
             .last_state
@@ -84,12 +93,23 @@ fn join_refused(pod: &Pod) -> bool {
             .as_ref()
             .and_then(|s| s.terminated.as_ref())
             .and_then(|t| t.message.as_deref());
-        !running
-            && [last, now]
-                .into_iter()
-                .flatten()
-                .any(|m| m.contains(JOIN_REFUSED_MARKER))
+        if running {
+            return None;
+        }
+        // The newest termination speaks first.
+        let m = [now, last]
+            .into_iter()
+            .flatten()
+            .find(|m| m.contains(JOIN_REFUSED_MARKER))?;
+        Some(refusal_holder(m))
     })
+}
+
+/// The member id in the last refusal of a log tail.
+pub fn refusal_holder(log: &str) -> Option<u64> {
+    let at = log.rfind(JOIN_REFUSED_HOLDER)? + JOIN_REFUSED_HOLDER.len();
+    let hex = log.get(at..at + 16)?;
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// The leader's view, from whichever node claims leadership in the highest term.
@@ -101,6 +121,7 @@ pub fn cluster_view(statuses: &BTreeMap<u32, StatusResponse>) -> Option<ClusterV
     Some(ClusterView {
         cluster_id: leader.cluster_id,
         leader_id: leader.id,
+        term: leader.term,
         commit_index: leader.commit_index,
         pending_conf_index: leader.pending_conf_index,
         members: leader
@@ -121,10 +142,15 @@ pub fn cluster_view(statuses: &BTreeMap<u32, StatusResponse>) -> Option<ClusterV
 
 /// The snapshot the plan works from.
 pub fn observed(rc: &RaftCluster, names: &Names, inputs: &Inputs, now: String) -> Observed {
+    let claims: Vec<u32> = inputs
+        .pvcs
+        .iter()
+        .filter_map(|c| names.ordinal_of_pvc(c.metadata.name.as_deref()?))
+        .collect();
     let mut pods: Vec<PodView> = inputs
         .pods
         .iter()
-        .filter_map(|p| pod_view(names, p, &inputs.statuses))
+        .filter_map(|p| pod_view(names, p, &inputs.statuses, &claims))
         .collect();
     pods.sort_by_key(|p| p.ordinal);
     let mut pvcs: Vec<PvcView> = inputs
@@ -149,7 +175,7 @@ pub fn observed(rc: &RaftCluster, names: &Names, inputs: &Inputs, now: String) -
         generation: rc.metadata.generation,
         desired: rc.spec.replicas,
         retention: rc.spec.storage.retention_on_scale_down,
-        sts_replicas: inputs.sts_replicas,
+        sts_replicas: inputs.sts.as_ref().map(|s| s.replicas),
         pods,
         pvcs,
         bootstrapped,
@@ -163,7 +189,29 @@ pub fn observed(rc: &RaftCluster, names: &Names, inputs: &Inputs, now: String) -
             .filter(|s| s.id != 0)
             .map(|s| (s.id, s.applied_index))
             .collect(),
+        spec_problems: rc.spec.problems(),
+        storage_change: storage_change(rc, inputs.sts.as_ref()),
+        sts_storage: inputs.sts.as_ref().and_then(|s| s.storage.clone()),
     }
+}
+
+/// Describes a `spec.storage` that differs from the volumes the StatefulSet already has.
+fn storage_change(rc: &RaftCluster, sts: Option<&StsView>) -> Option<String> {
+    let have = sts?.storage.as_ref()?;
+    let want = ClaimStorage::of_spec(rc);
+    if *have == want {
+        return None;
+    }
+    let class = |c: &Option<String>| c.clone().unwrap_or_else(|| "(default)".to_owned());
+    Some(format!(
+        "spec.storage asks for {} of class {}, but the members' volumes are {} of class {}: a \
+         StatefulSet's volume claims cannot change, so the cluster keeps its volumes; set \
+         spec.storage back to match them",
+        want.size,
+        class(&want.storage_class_name),
+        have.size,
+        class(&have.storage_class_name)
+    ))
 }
 
 #[cfg(test)]
@@ -237,7 +285,10 @@ mod tests {
         let rc = cluster(3);
         let names = Names::of(&rc).expect("names");
         let inputs = Inputs {
-            sts_replicas: Some(2),
+            sts: Some(StsView {
+                replicas: 2,
+                storage: None,
+            }),
             pods: vec![
                 pod(json!({"metadata": {"name": "demo-0"}, "status": {"phase": "Running",
                     "conditions": [{"type": "Ready", "status": "True"}]}})),
@@ -265,7 +316,7 @@ mod tests {
             }
         );
         assert!(!o.pods[1].ready);
-        assert_eq!(o.pods[1].node, NodeIdentity::JoinRefused);
+        assert_eq!(o.pods[1].node, NodeIdentity::JoinRefused { holder: None });
         assert_eq!(
             o.pvcs,
             [PvcView {

@@ -17,14 +17,24 @@
 //!    could not form a quorum) — and only once it is gone from the committed configuration lower
 //!    the StatefulSet by one. One ordinal per step, so 5 → 1 passes through 4, 3, 2.
 //! 6. A pod that came back with an empty volume (its node reports another identity than the
-//!    member of its name, or its join was refused because that member still exists): remove
-//!    the old member id; the pod then joins again as a new learner.
+//!    member of its name, or its join was refused because that member still holds its peer
+//!    URL — the refusal names the holder, and only that member id is removed, so a stale
+//!    refusal can never remove the replacement that joined since): remove the old member id;
+//!    the pod then joins again as a new learner. A pod whose node holds an identity the
+//!    configuration no longer has (removed while it was away) gets a fresh volume: its claim
+//!    and the pod are deleted, and it joins as a new member. A pod already being deleted is
+//!    never deleted again.
 //! 7. A learner: promote it once it is healthy and within [`CATCH_UP_BOUND`] entries of the
 //!    leader, and only if the larger voter set still has a quorum of healthy voters.
 //! 8. Growing (spec above the StatefulSet's size), when every pod is a voter and no claim of a
 //!    higher ordinal is still being deleted: raise the StatefulSet by one. The new pod's node
 //!    joins itself as a learner (`flotilla node --join`), and rule 7 promotes it.
 //! 9. Claims of ordinals the StatefulSet no longer runs are deleted when the policy says so.
+//!
+//! A spec the operator cannot carry out (see [`crate::crd::RaftClusterSpec::problems`]) holds
+//! everything: no object is applied and no member is touched, and the `Reconciled` condition
+//! says what is wrong. A changed `spec.storage` is refused alone: the StatefulSet keeps the
+//! volumes it has, everything else is applied.
 //!
 //! Unhealthy members are reported (status condition and a Warning Event) and never replaced
 //! on a guess: only the positive evidence of rule 6 replaces a member.
@@ -47,8 +57,12 @@ pub enum NodeIdentity {
         cluster_id: u64,
     },
     /// Its last start failed because a member with its peer URL already exists: it has an
-    /// empty volume but its old self is still in the configuration.
-    JoinRefused,
+    /// empty volume but its old self is still in the configuration. `holder` is the member id
+    /// the refusal named (`None` when the message named none).
+    JoinRefused {
+        /// The member that holds the pod's peer URL.
+        holder: Option<u64>,
+    },
     /// No answer (starting, crashed, partitioned).
     Unknown,
 }
@@ -62,6 +76,13 @@ pub struct PodView {
     pub ready: bool,
     /// Its container is running (phase Running and not being deleted).
     pub running: bool,
+    /// It has a deletion timestamp: deleting it again would change nothing.
+    pub deleting: bool,
+    /// It is Pending and its claim no longer exists: the StatefulSet controller creates claims
+    /// only together with a pod, so this pod would wait forever.
+    pub claim_missing: bool,
+    /// The Raft term its node reported (0 when it did not answer).
+    pub term: u64,
     /// What its node says.
     pub node: NodeIdentity,
 }
@@ -99,6 +120,8 @@ pub struct ClusterView {
     pub cluster_id: u64,
     /// The leader's member id.
     pub leader_id: u64,
+    /// The leader's term.
+    pub term: u64,
     /// Commit index.
     pub commit_index: u64,
     /// Index of the latest appended configuration change (0 if none).
@@ -136,6 +159,12 @@ pub struct Observed {
     pub selector: String,
     /// Applied index by member id, from the members that answered the operator themselves.
     pub applied: BTreeMap<u64, u64>,
+    /// What makes the spec impossible to carry out (empty when it is valid).
+    pub spec_problems: Vec<String>,
+    /// A change of `spec.storage` that the StatefulSet cannot take, described for the user.
+    pub storage_change: Option<String>,
+    /// The storage of the existing StatefulSet's claim template.
+    pub sts_storage: Option<crate::resources::ClaimStorage>,
 }
 
 /// A membership or workload action.
@@ -178,6 +207,22 @@ pub enum Action {
 }
 
 impl Action {
+    /// A short description for Events and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::ScaleStatefulSet { replicas } => {
+                format!("scaling the StatefulSet to {replicas}")
+            }
+            Action::Promote { id, name } => format!("promoting {name} ({})", hex(*id)),
+            Action::Remove { id, name } => format!("removing {name} ({})", hex(*id)),
+            Action::TransferLeadership { from } => {
+                format!("moving leadership off {}", hex(*from))
+            }
+            Action::DeletePvc { ordinal } => format!("deleting the claim of ordinal {ordinal}"),
+            Action::RestartPod { ordinal } => format!("deleting the pod of ordinal {ordinal}"),
+        }
+    }
+
     /// Whether this action changes the Raft configuration.
     pub fn is_membership_change(&self) -> bool {
         matches!(self, Action::Promote { .. } | Action::Remove { .. })
@@ -219,6 +264,11 @@ pub struct Plan {
     pub status: RaftClusterStatus,
     /// Come back soon: something is in progress.
     pub busy: bool,
+    /// The spec is invalid: apply nothing, act on nothing.
+    pub hold: bool,
+    /// Why the spec cannot be (fully) carried out: reason and message, for the `Reconciled`
+    /// condition.
+    pub problems: Vec<(&'static str, String)>,
 }
 
 /// Voters needed for a quorum of `n` voters.
@@ -255,7 +305,27 @@ pub fn plan(o: &Observed) -> Plan {
         notes: Vec::new(),
         status: RaftClusterStatus::default(),
         busy: false,
+        hold: false,
+        problems: Vec::new(),
     };
+    if !o.spec_problems.is_empty() {
+        let why = o.spec_problems.join("; ");
+        p.hold = true;
+        p.notes.push(note(
+            Severity::Warning,
+            "InvalidSpec",
+            format!("{why}; nothing was changed"),
+        ));
+        p.problems
+            .push(("InvalidSpec", format!("{why}; nothing was changed")));
+        p.status = status(o, &p);
+        return p;
+    }
+    if let Some(change) = &o.storage_change {
+        p.notes
+            .push(note(Severity::Warning, "StorageImmutable", change.clone()));
+        p.problems.push(("StorageImmutable", change.clone()));
+    }
     if o.desired % 2 == 0 {
         p.notes.push(note(
             Severity::Warning,
@@ -407,7 +477,7 @@ fn decide(o: &Observed, p: &mut Plan) {
             continue;
         };
         let lost = match pv.node {
-            NodeIdentity::JoinRefused => true,
+            NodeIdentity::JoinRefused { holder } => holder == Some(m.id),
             NodeIdentity::Member { id, cluster_id } => {
                 // id 0: the node is still waiting for its join; a voter or a member that has
                 // received entries cannot be that — its volume was wiped.
@@ -428,9 +498,12 @@ fn decide(o: &Observed, p: &mut Plan) {
     }
     // A pod whose join was refused while its old member was still listed, and whose old member
     // is gone now: restart it rather than wait out its crash-loop back-off.
+    let in_config = |id: u64| c.members.iter().any(|m| m.id == id);
     for k in 0..sts as u32 {
         if let Some(pv) = pod(k)
-            && pv.node == NodeIdentity::JoinRefused
+            && let NodeIdentity::JoinRefused { holder } = pv.node
+            && !pv.deleting
+            && holder.is_none_or(|h| !in_config(h))
             && by_ordinal(k).is_none()
         {
             p.busy = true;
@@ -442,6 +515,59 @@ fn decide(o: &Observed, p: &mut Plan) {
             ));
             return;
         }
+    }
+
+    // A pod whose node holds an identity the configuration no longer has: it was removed while
+    // it was away (or the volume is another cluster's). Its volume is of no use to anyone; a
+    // fresh one lets it join as a new member. The term check keeps a leader that lost its
+    // leadership (and may not know of members added since) from passing this judgement.
+    for k in 0..sts as u32 {
+        let Some(pv) = pod(k) else { continue };
+        let NodeIdentity::Member { id, cluster_id } = pv.node else {
+            continue;
+        };
+        let foreign = id != 0
+            && pv.term <= c.term
+            && (cluster_id != c.cluster_id || !in_config(id))
+            && by_ordinal(k).is_none();
+        if !foreign || pv.deleting {
+            continue;
+        }
+        p.busy = true;
+        if !o.pvcs.iter().any(|v| v.ordinal == k && v.terminating) {
+            p.actions.push(Action::DeletePvc { ordinal: k });
+        }
+        p.actions.push(Action::RestartPod { ordinal: k });
+        p.notes.push(note(
+            Severity::Warning,
+            "ReplacingRemovedMember",
+            format!(
+                "{}-{k} holds member {} of cluster {}, which the configuration no longer has; \
+                 deleting its volume so it joins again as a new member",
+                o.name,
+                hex(id),
+                hex(cluster_id)
+            ),
+        ));
+        return;
+    }
+    // A pod that waits for a claim that is gone (deleted while the pod was being replaced):
+    // only a new pod makes the StatefulSet controller create the claim again.
+    if let Some(pv) = o.pods.iter().find(|p| p.claim_missing && !p.deleting) {
+        p.busy = true;
+        p.actions.push(Action::RestartPod {
+            ordinal: pv.ordinal,
+        });
+        p.notes.push(note(
+            Severity::Normal,
+            "RecreatingPod",
+            format!(
+                "{}-{} waits for a volume claim that no longer exists; deleting the pod so the \
+                 StatefulSet creates both again",
+                o.name, pv.ordinal
+            ),
+        ));
+        return;
     }
 
     // Rule 7.
@@ -504,6 +630,21 @@ fn decide(o: &Observed, p: &mut Plan) {
             p.busy = true;
             return;
         }
+        // A claim kept by `Retain` from an earlier scale-in holds a removed member's data: a
+        // pod started on it could not rejoin. Refuse, and say what the user can do.
+        if let Some(v) = o.pvcs.iter().find(|v| v.ordinal as i32 == sts) {
+            let why = format!(
+                "not adding {}-{sts}: its volume claim data-{}-{sts} was kept from an earlier \
+                 scale-in (retentionOnScaleDown: Retain) and holds a removed member's data; \
+                 delete the claim to let the cluster grow",
+                o.name, o.name
+            );
+            debug_assert!(!v.terminating);
+            p.notes
+                .push(note(Severity::Warning, "StaleVolumeRetained", why.clone()));
+            p.problems.push(("StaleVolumeRetained", why));
+            return;
+        }
         p.busy = true;
         p.sts_replicas = sts + 1;
         p.actions
@@ -551,6 +692,32 @@ fn condition(o: &Observed, type_: &str, ok: bool, reason: &str, message: String)
         message,
         last_transition_time: Some(last),
         observed_generation: o.generation,
+    }
+}
+
+/// The `Reconciled` condition: True when the last pass carried out the spec, False with the
+/// first problem's reason and every problem's message otherwise (an invalid spec, a refused
+/// storage change, a stale retained volume, an API call the server refused).
+pub fn reconciled_condition(o: &Observed, problems: &[(&'static str, String)]) -> Condition {
+    match problems.first() {
+        None => condition(
+            o,
+            "Reconciled",
+            true,
+            "ReconcileSucceeded",
+            "the spec is carried out".to_owned(),
+        ),
+        Some((reason, _)) => condition(
+            o,
+            "Reconciled",
+            false,
+            reason,
+            problems
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
     }
 }
 
@@ -679,6 +846,8 @@ fn status(o: &Observed, p: &Plan) -> RaftClusterStatus {
             healthy_voters.saturating_sub(quorum(voters.max(1)))
         ),
     ));
+
+    conditions.push(reconciled_condition(o, &p.problems));
 
     RaftClusterStatus {
         replicas: sts,

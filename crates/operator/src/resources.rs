@@ -239,11 +239,56 @@ fn settings_hash(rc: &RaftCluster) -> String {
     format!("{h:016x}")
 }
 
+/// Size and class of a StatefulSet's volume claim template: fixed when it is created
+/// (Kubernetes refuses to change `volumeClaimTemplates`), so a changed `spec.storage` is
+/// reported, and the StatefulSet keeps being applied with the storage it already has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimStorage {
+    /// Requested size (a quantity).
+    pub size: String,
+    /// StorageClass, when one was named.
+    pub storage_class_name: Option<String>,
+}
+
+impl ClaimStorage {
+    /// What the spec asks for.
+    pub fn of_spec(rc: &RaftCluster) -> Self {
+        Self {
+            size: rc.spec.storage.size.clone(),
+            storage_class_name: rc.spec.storage.storage_class_name.clone(),
+        }
+    }
+
+    /// What an existing StatefulSet's `data` claim template holds.
+    pub fn of(sts: &StatefulSet) -> Option<Self> {
+        let t = sts
+            .spec
+            .volume_claim_templates
+            .as_ref()?
+            .iter()
+            .find(|t| t.metadata.name.as_deref() == Some(CLAIM_TEMPLATE))?;
+        let spec = t.spec.as_ref()?;
+        Some(Self {
+            size: spec
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .map(|q| q.0.clone())?,
+            storage_class_name: spec.storage_class_name.clone(),
+        })
+    }
+}
+
 /// The StatefulSet. It carries no `replicas`: server-side apply would then own the field and
 /// could undo a scale step; the size changes only through the plan's explicit scale actions
 /// (the `/scale` subresource), and a new StatefulSet starts at Kubernetes' default of one pod —
-/// pod 0, which bootstraps.
-pub fn stateful_set(rc: &RaftCluster) -> Result<StatefulSet, BuildError> {
+/// pod 0, which bootstraps. `storage` is the claim template to keep (the existing
+/// StatefulSet's), or `None` to take it from the spec.
+pub fn stateful_set(
+    rc: &RaftCluster,
+    storage: Option<&ClaimStorage>,
+) -> Result<StatefulSet, BuildError> {
     let names = Names::of(rc)?;
     let s = &rc.spec;
     let mut container = json!({
@@ -255,10 +300,12 @@ pub fn stateful_set(rc: &RaftCluster) -> Result<StatefulSet, BuildError> {
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         ],
         "envFrom": [{"configMapRef": {"name": names.config_map()}}],
+        // `protocol` is spelled out everywhere: server-side apply keys port lists on
+        // (port, protocol), and API servers before 1.22 refuse an element without it.
         "ports": [
-            {"name": "client", "containerPort": CLIENT_PORT},
-            {"name": "peer", "containerPort": PEER_PORT},
-            {"name": "metrics", "containerPort": METRICS_PORT},
+            {"name": "client", "containerPort": CLIENT_PORT, "protocol": "TCP"},
+            {"name": "peer", "containerPort": PEER_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 2},
         "livenessProbe": {
@@ -301,11 +348,14 @@ pub fn stateful_set(rc: &RaftCluster) -> Result<StatefulSet, BuildError> {
     if let Some(v) = &sch.topology_spread_constraints {
         pod_spec["topologySpreadConstraints"] = json!(v);
     }
+    let storage = storage
+        .cloned()
+        .unwrap_or_else(|| ClaimStorage::of_spec(rc));
     let mut claim_spec = json!({
         "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": s.storage.size}},
+        "resources": {"requests": {"storage": storage.size}},
     });
-    if let Some(c) = &s.storage.storage_class_name {
+    if let Some(c) = &storage.storage_class_name {
         claim_spec["storageClassName"] = json!(c);
     }
     parse(
@@ -320,10 +370,11 @@ pub fn stateful_set(rc: &RaftCluster) -> Result<StatefulSet, BuildError> {
                 // second, weaker ordering (and block replacing a broken low ordinal).
                 "podManagementPolicy": "Parallel",
                 "selector": {"matchLabels": selector(&names)},
-                // Claims are deleted by the operator after the member has left the Raft
-                // configuration (per spec.storage.retentionOnScaleDown), never by the
-                // StatefulSet controller, and never when the cluster is deleted.
-                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+                // No `persistentVolumeClaimRetentionPolicy`: its default (Retain, Retain) is
+                // what the operator wants — claims are deleted by the operator after the member
+                // has left the Raft configuration (per spec.storage.retentionOnScaleDown), never
+                // by the StatefulSet controller — and API servers before 1.23 do not know the
+                // field, so sending it would fail every apply there.
                 "template": {
                     "metadata": {
                         "labels": labels(&names),
@@ -354,8 +405,8 @@ pub fn peer_service(rc: &RaftCluster) -> Result<Service, BuildError> {
                 "publishNotReadyAddresses": true,
                 "selector": selector(&names),
                 "ports": [
-                    {"name": "peer", "port": PEER_PORT, "targetPort": "peer"},
-                    {"name": "client", "port": CLIENT_PORT, "targetPort": "client"},
+                    {"name": "peer", "port": PEER_PORT, "targetPort": "peer", "protocol": "TCP"},
+                    {"name": "client", "port": CLIENT_PORT, "targetPort": "client", "protocol": "TCP"},
                 ],
             }
         }),
@@ -374,8 +425,8 @@ pub fn client_service(rc: &RaftCluster) -> Result<Service, BuildError> {
             "spec": {
                 "selector": selector(&names),
                 "ports": [
-                    {"name": "client", "port": CLIENT_PORT, "targetPort": "client"},
-                    {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+                    {"name": "client", "port": CLIENT_PORT, "targetPort": "client", "protocol": "TCP"},
+                    {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
                 ],
             }
         }),
@@ -453,7 +504,7 @@ pub(crate) mod tests {
 
     #[test]
     fn stateful_set_from_spec() {
-        let sts = stateful_set(&cluster(3)).expect("sts");
+        let sts = stateful_set(&cluster(3), None).expect("sts");
         assert_eq!(sts.metadata.name.as_deref(), Some("demo"));
         let owner = &sts.metadata.owner_references.as_ref().expect("owner")[0];
         assert_eq!(
@@ -496,10 +547,13 @@ pub(crate) mod tests {
             spec.selector.match_labels.as_ref().expect("labels"),
             &selector(&Names::of(&cluster(3)).expect("names"))
         );
-        let policy = spec
-            .persistent_volume_claim_retention_policy
-            .expect("policy");
-        assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
+        assert_eq!(
+            spec.persistent_volume_claim_retention_policy, None,
+            "1.20 does not know the field; its default (Retain) is what the operator wants"
+        );
+        for p in pod.containers[0].ports.as_ref().expect("ports") {
+            assert_eq!(p.protocol.as_deref(), Some("TCP"));
+        }
     }
 
     #[test]
@@ -507,7 +561,7 @@ pub(crate) mod tests {
         let mut rc = cluster(3);
         rc.spec.scheduling.node_selector = Some(BTreeMap::from([("disk".into(), "ssd".into())]));
         rc.spec.image_pull_policy = Some("Never".into());
-        let pod = stateful_set(&rc)
+        let pod = stateful_set(&rc, None)
             .expect("sts")
             .spec
             .template
@@ -526,7 +580,7 @@ pub(crate) mod tests {
         let mut b = cluster(3);
         b.spec.raft.tick_ms = 50;
         let ann = |rc: &RaftCluster| {
-            stateful_set(rc)
+            stateful_set(rc, None)
                 .expect("sts")
                 .spec
                 .template
@@ -567,7 +621,7 @@ pub(crate) mod tests {
         let mut rc = cluster(1);
         rc.meta_mut().namespace = None;
         assert!(matches!(
-            stateful_set(&rc),
+            stateful_set(&rc, None),
             Err(BuildError::Missing("namespace"))
         ));
     }

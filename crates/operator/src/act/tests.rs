@@ -50,7 +50,7 @@ fn not_found() -> Value {
 async fn apply_statefulset_is_server_side_apply_with_our_field_manager() {
     let (api, mut server) = api();
     let rc = cluster(3);
-    let sts = resources::stateful_set(&rc).expect("sts");
+    let sts = resources::stateful_set(&rc, None).expect("sts");
     let reply = serde_json::to_value(&sts).expect("json");
     let call =
         tokio::spawn(async move { api.apply("ns", &Owned::StatefulSet(Box::new(sts))).await });
@@ -102,10 +102,57 @@ async fn apply_pdb_service_and_config_map_hit_their_paths() {
         }
         .expect("json");
         let sent = obj.clone();
+        let is_pdb = matches!(obj, Owned::PodDisruptionBudget(_));
         let call = tokio::spawn(async move { api.apply("ns", &sent).await });
+        if is_pdb {
+            // The first PDB apply asks the server which policy version it serves.
+            expect(
+                &mut server,
+                Method::GET,
+                "/apis/policy/v1",
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "policy/v1",
+                    "resources": [{"name": "poddisruptionbudgets", "singularName": "", "namespaced": true,
+                        "kind": "PodDisruptionBudget", "verbs": ["get", "patch"]}]}),
+            )
+            .await;
+        }
         let uri = format!("{path}?&force=true&fieldManager=flotilla-operator");
         let body = expect(&mut server, Method::PATCH, &uri, 200, reply).await;
         assert_eq!(body["metadata"]["name"], obj.key().1);
+        call.await.expect("join").expect("apply");
+    }
+}
+
+#[tokio::test]
+async fn pdb_goes_to_policy_v1beta1_where_policy_v1_is_not_served() {
+    let (api, mut server) = api();
+    let rc = cluster(3);
+    let pdb = Owned::PodDisruptionBudget(resources::pod_disruption_budget(&rc, 3).expect("pdb"));
+    for round in 0..2 {
+        let (a, sent) = (api.clone(), pdb.clone());
+        let call = tokio::spawn(async move { a.apply("ns", &sent).await });
+        if round == 0 {
+            // Kubernetes 1.20: no policy/v1 group version. Asked once, remembered.
+            expect(
+                &mut server,
+                Method::GET,
+                "/apis/policy/v1",
+                404,
+                not_found(),
+            )
+            .await;
+        }
+        let body = expect(
+            &mut server,
+            Method::PATCH,
+            "/apis/policy/v1beta1/namespaces/ns/poddisruptionbudgets/demo?&force=true&fieldManager=flotilla-operator",
+            200,
+            json!({"apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget", "metadata": {"name": "demo"}}),
+        )
+        .await;
+        assert_eq!(body["apiVersion"], "policy/v1beta1");
+        assert_eq!(body["spec"]["maxUnavailable"], 1);
         call.await.expect("join").expect("apply");
     }
 }
@@ -222,7 +269,7 @@ async fn events_go_to_events_k8s_io_with_reason_and_note() {
 async fn reads_list_by_selector_and_treat_missing_as_none() {
     let (api, mut server) = api();
     let a = api.clone();
-    let call = tokio::spawn(async move { a.statefulset_replicas("ns", "demo").await });
+    let call = tokio::spawn(async move { a.statefulset("ns", "demo").await });
     expect(
         &mut server,
         Method::GET,
@@ -256,13 +303,16 @@ async fn memory_store_tracks_scale_and_selects_by_labels() {
     );
     m.apply(
         "ns",
-        &Owned::StatefulSet(Box::new(resources::stateful_set(&rc).expect("sts"))),
+        &Owned::StatefulSet(Box::new(resources::stateful_set(&rc, None).expect("sts"))),
     )
     .await
     .expect("apply");
     assert_eq!(
-        m.statefulset_replicas("ns", "demo").await.expect("get"),
-        Some(1)
+        m.statefulset("ns", "demo")
+            .await
+            .expect("get")
+            .map(|s| (s.replicas, s.storage.map(|c| c.size))),
+        Some((1, Some("2Gi".to_owned())))
     );
     m.scale_statefulset("ns", "demo", 2).await.expect("scale");
     assert_eq!(m.state().scale_log, [2]);

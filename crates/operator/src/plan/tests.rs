@@ -35,6 +35,9 @@ fn pod(k: u32) -> PodView {
         ordinal: k,
         ready: true,
         running: true,
+        deleting: false,
+        claim_missing: false,
+        term: 2,
         node: NodeIdentity::Member {
             id: id(k),
             cluster_id: CLUSTER_ID,
@@ -63,6 +66,7 @@ fn steady(n: u32, desired: i32) -> Observed {
         cluster: Some(ClusterView {
             cluster_id: CLUSTER_ID,
             leader_id: id(0),
+            term: 2,
             commit_index: 50,
             pending_conf_index: 10,
             members: (0..n).map(voter).collect(),
@@ -71,6 +75,9 @@ fn steady(n: u32, desired: i32) -> Observed {
         now: "2026-01-01T00:00:00Z".into(),
         selector: "app=x".into(),
         applied: BTreeMap::from([(id(0), 49)]),
+        spec_problems: Vec::new(),
+        storage_change: None,
+        sts_storage: None,
     }
 }
 
@@ -347,7 +354,9 @@ fn pod_with_empty_volume_is_removed_to_rejoin() {
         }]
     );
     // Its join was refused because its old self is still a member.
-    o.pods[1].node = NodeIdentity::JoinRefused;
+    o.pods[1].node = NodeIdentity::JoinRefused {
+        holder: Some(id(1)),
+    };
     let p = plan(&o);
     assert_eq!(
         p.actions,
@@ -394,7 +403,9 @@ fn fresh_learner_still_joining_is_not_mistaken_for_a_lost_volume() {
 fn replaced_pod_is_restarted_once_its_old_member_is_gone() {
     let mut o = steady(3, 3);
     members(&mut o).remove(1);
-    o.pods[1].node = NodeIdentity::JoinRefused;
+    o.pods[1].node = NodeIdentity::JoinRefused {
+        holder: Some(id(1)),
+    };
     assert_eq!(plan(&o).actions, [Action::RestartPod { ordinal: 1 }]);
 }
 
@@ -558,6 +569,7 @@ impl Model {
                 self.o.cluster = Some(ClusterView {
                     cluster_id: CLUSTER_ID,
                     leader_id: new_id,
+                    term: 2,
                     commit_index: 1,
                     pending_conf_index: 0,
                     members: vec![MemberView {
@@ -657,17 +669,6 @@ fn model_replaces_a_lost_volume_in_place() {
     let mut m = Model::new();
     m.settle(3);
     // demo-1's volume is wiped: its restarted node cannot join while its old self is listed.
-    m.o.pods
-        .iter_mut()
-        .find(|p| p.ordinal == 1)
-        .expect("pod")
-        .node = NodeIdentity::JoinRefused;
-    m.cluster()
-        .members
-        .iter_mut()
-        .find(|x| x.name == "demo-1")
-        .expect("m")
-        .healthy = false;
     let old =
         m.o.cluster
             .as_ref()
@@ -677,6 +678,17 @@ fn model_replaces_a_lost_volume_in_place() {
             .find(|x| x.name == "demo-1")
             .expect("m")
             .id;
+    m.o.pods
+        .iter_mut()
+        .find(|p| p.ordinal == 1)
+        .expect("pod")
+        .node = NodeIdentity::JoinRefused { holder: Some(old) };
+    m.cluster()
+        .members
+        .iter_mut()
+        .find(|x| x.name == "demo-1")
+        .expect("m")
+        .healthy = false;
     let p = m.step();
     assert_eq!(
         p.actions,
@@ -702,4 +714,149 @@ fn model_replaces_a_lost_volume_in_place() {
         Some(3),
         "replaced in place, not by shrinking"
     );
+}
+
+#[test]
+fn stale_refusal_never_removes_the_replacement_that_joined_since() {
+    // The wedge seen on a real cluster: demo-1's old member (id 1) was removed and the pod's
+    // container, restarted by the kubelet, joined as a new learner — while the pod status still
+    // carries the last run's refusal naming the old id.
+    let mut o = steady(3, 3);
+    members(&mut o)[1] = MemberView {
+        id: 0x77,
+        ..learner(1, 500)
+    };
+    o.pods[1].node = NodeIdentity::JoinRefused {
+        holder: Some(id(1)),
+    };
+    let p = plan(&o);
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { .. } | Action::RestartPod { .. })),
+        "{:?}",
+        p.actions
+    );
+    // A refusal that names no member is not evidence either.
+    o.pods[1].node = NodeIdentity::JoinRefused { holder: None };
+    assert!(
+        !plan(&o)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { .. })),
+    );
+}
+
+#[test]
+fn a_pod_being_deleted_is_not_deleted_again() {
+    let mut o = steady(3, 3);
+    members(&mut o).remove(1);
+    o.pods[1].node = NodeIdentity::JoinRefused {
+        holder: Some(id(1)),
+    };
+    o.pods[1].deleting = true;
+    let p = plan(&o);
+    assert!(
+        !p.actions.contains(&Action::RestartPod { ordinal: 1 }),
+        "{:?}",
+        p.actions
+    );
+}
+
+#[test]
+fn pod_holding_a_removed_identity_gets_a_fresh_volume() {
+    let mut o = steady(3, 3);
+    // demo-1 came back with the identity of a member the configuration no longer has.
+    members(&mut o).remove(1);
+    o.pods[1].node = NodeIdentity::Member {
+        id: id(1),
+        cluster_id: CLUSTER_ID,
+    };
+    o.pods[1].ready = false;
+    let p = plan(&o);
+    assert_eq!(
+        p.actions,
+        [
+            Action::DeletePvc { ordinal: 1 },
+            Action::RestartPod { ordinal: 1 }
+        ]
+    );
+    assert!(reasons(&p).contains(&"ReplacingRemovedMember"));
+    // Once the pod is going, nothing more is done to it.
+    o.pods[1].deleting = true;
+    o.pvcs[1].terminating = true;
+    assert!(plan(&o).actions.is_empty(), "{:?}", plan(&o).actions);
+    // A node in a newer term than the leader the operator saw: that leader may be stale, so
+    // its member list is no proof of removal.
+    o.pods[1].deleting = false;
+    o.pods[1].term = 9;
+    assert!(plan(&o).actions.is_empty());
+    // A volume of another cluster (same name, recreated resource) is replaced as well.
+    o.pods[1].term = 2;
+    o.pods[1].node = NodeIdentity::Member {
+        id: 0x4242,
+        cluster_id: CLUSTER_ID + 1,
+    };
+    assert_eq!(plan(&o).actions, [Action::RestartPod { ordinal: 1 }]);
+}
+
+#[test]
+fn pending_pod_whose_claim_is_gone_is_recreated() {
+    let mut o = steady(3, 3);
+    members(&mut o).remove(1);
+    o.pvcs.retain(|v| v.ordinal != 1);
+    o.pods[1].node = NodeIdentity::Unknown;
+    o.pods[1].running = false;
+    o.pods[1].ready = false;
+    o.pods[1].claim_missing = true;
+    let p = plan(&o);
+    assert_eq!(p.actions, [Action::RestartPod { ordinal: 1 }]);
+    assert!(reasons(&p).contains(&"RecreatingPod"));
+}
+
+#[test]
+fn invalid_spec_holds_everything_and_says_why() {
+    let mut o = steady(3, 5);
+    o.spec_problems = vec![
+        "spec.raft.heartbeatTicks (10) must be smaller than spec.raft.electionTicks (10)".into(),
+    ];
+    let p = plan(&o);
+    assert!(p.hold);
+    assert!(p.actions.is_empty());
+    let c = cond(&p, "Reconciled");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(c.message.contains("heartbeatTicks (10)"), "{}", c.message);
+    assert!(reasons(&p).contains(&"InvalidSpec"));
+    // The members are still reported.
+    assert_eq!(p.status.members.len(), 3);
+    assert_eq!(cond(&plan(&steady(3, 3)), "Reconciled").status, "True");
+}
+
+#[test]
+fn storage_change_is_refused_alone() {
+    let mut o = steady(3, 5);
+    o.storage_change = Some("spec.storage asks for 2Gi …".into());
+    let p = plan(&o);
+    assert!(!p.hold, "the rest of the spec is still carried out");
+    assert_eq!(p.actions, [Action::ScaleStatefulSet { replicas: 4 }]);
+    let c = cond(&p, "Reconciled");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "StorageImmutable")
+    );
+}
+
+#[test]
+fn retained_claim_of_the_next_ordinal_stops_growth_with_a_reason() {
+    let mut o = steady(3, 5);
+    o.retention = RetentionPolicy::Retain;
+    o.pvcs.push(pvc(3));
+    let p = plan(&o);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let c = cond(&p, "Reconciled");
+    assert_eq!(c.reason, "StaleVolumeRetained");
+    assert!(c.message.contains("data-demo-3"), "{}", c.message);
 }
