@@ -20,6 +20,7 @@ for base in rust:1.95-bookworm debian:bookworm-slim; do
 done
 
 # --network host: the builder fetches crates from crates.io like any cargo build.
-docker build --network host -t "$TAG" .
+# BuildKit: the Dockerfile keeps cargo's registry and target folder in cache mounts.
+DOCKER_BUILDKIT=1 docker build --network host -t "$TAG" .
 docker run --rm "$TAG" flotilla-operator --version
 echo "built $TAG"

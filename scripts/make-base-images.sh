@@ -17,6 +17,9 @@ CARGO_HOME_HOST="${CARGO_HOME:-$HOME/.cargo}"
 WORK="$(mktemp -d /tmp/flotilla-base.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 
+if ! command -v debootstrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+fi
 for tool in debootstrap docker tar; do
   command -v "$tool" >/dev/null || { echo "need $tool (apt-get install debootstrap docker.io)" >&2; exit 1; }
 done
