@@ -20,7 +20,8 @@ for base in rust:1.95-bookworm debian:bookworm-slim; do
 done
 
 # --network host: the builder fetches crates from crates.io like any cargo build.
-# BuildKit: the Dockerfile keeps cargo's registry and target folder in cache mounts.
-DOCKER_BUILDKIT=1 docker build --network host -t "$TAG" .
+# The classic builder (DOCKER_BUILDKIT=0) works with every Docker engine and CLI, with or
+# without the buildx plugin; the Dockerfile caches dependencies in a layer of its own.
+DOCKER_BUILDKIT=0 docker build --network host -t "$TAG" .
 docker run --rm "$TAG" flotilla-operator --version
 echo "built $TAG"

@@ -2,7 +2,7 @@
 # Runs Flotilla's whole test suite on a fresh Debian bookworm machine.
 #
 # It installs what the tests need first (Debian's etcd-client for `etcdctl`, strace for the
-# fsync test), so a missing install step fails here, loudly, rather than hiding behind a
+# fsync test, prometheus for `promtool`), so a missing install step fails here, loudly, rather than hiding behind a
 # machine that was prepared by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v etcdctl >/dev/null 2>&1 || need_pkgs+=(etcd-client)
 command -v strace >/dev/null 2>&1 || need_pkgs+=(strace)
+# promtool, for the alert rules' unit tests (Debian's prometheus package carries it).
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update
@@ -17,6 +19,7 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
 fi
 etcdctl version
 strace -V | head -1
+promtool --version 2>&1 | head -1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

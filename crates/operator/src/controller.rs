@@ -185,6 +185,8 @@ pub async fn reconcile_once<K: Reads + Actions, N: NodeClient>(
             *old = c;
         }
     }
+    ctx.metrics
+        .cluster_status(&names.namespace, &names.cluster, &plan.status);
     if rc.status.as_ref() != Some(&plan.status) {
         ctx.kube.patch_status(rc, &plan.status).await?;
     }
@@ -370,16 +372,25 @@ pub async fn run(client: Client, metrics: Metrics, instance: Option<String>) {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
+    let live = reader.clone();
+    let metrics = ctx.metrics.clone();
     Controller::for_stream(triggers, reader)
         .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
         .watches(Api::<Pod>::all(client), managed, pod_owner)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
+        .for_each(|r| {
             if let Err(e) = r {
                 warn!(error = %e, "controller stream error");
             }
+            let clusters = live
+                .state()
+                .iter()
+                .map(|rc| (rc.namespace().unwrap_or_default(), rc.name_any()))
+                .collect();
+            metrics.retain_clusters(&clusters);
+            futures::future::ready(())
         })
         .await;
 }

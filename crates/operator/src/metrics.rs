@@ -6,11 +6,15 @@
 //! nodes' `flotilla_*` metrics in a shared Prometheus.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
 use crate::Error;
+use crate::crd::{MemberRole, RaftClusterStatus};
 use crate::plan::Action;
 
 /// The metrics, registered in one registry.
@@ -27,7 +31,23 @@ pub struct Metrics {
     pub membership_changes: IntCounterVec,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
+    /// Each RaftCluster's status conditions: 1 when True, 0 otherwise. Alerts read this (quorum
+    /// at risk, reconcile failing) without scraping the API server.
+    pub conditions: IntGaugeVec,
+    /// Each RaftCluster's members by role and health, as the status reports them.
+    pub members: IntGaugeVec,
+    /// Clusters whose gauges are published.
+    published: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
+
+/// The condition types the status carries.
+pub const CONDITION_TYPES: [&str; 5] = [
+    "Available",
+    "Progressing",
+    "Degraded",
+    "QuorumAtRisk",
+    "Reconciled",
+];
 
 impl Metrics {
     /// Creates and registers the metrics in a new registry.
@@ -66,7 +86,23 @@ impl Metrics {
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(membership_changes.clone()))?;
+        let conditions = IntGaugeVec::new(
+            Opts::new(
+                "flotilla_operator_cluster_condition",
+                "A RaftCluster status condition: 1 when True, 0 otherwise",
+            ),
+            &["namespace", "name", "type"],
+        )?;
+        let members = IntGaugeVec::new(
+            Opts::new(
+                "flotilla_operator_cluster_members",
+                "Members of a RaftCluster by role and health, as its status reports them",
+            ),
+            &["namespace", "name", "role", "healthy"],
+        )?;
         registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(conditions.clone()))?;
+        registry.register(Box::new(members.clone()))?;
         Ok(Self {
             registry,
             reconciliations,
@@ -74,7 +110,62 @@ impl Metrics {
             duration,
             membership_changes,
             leader,
+            conditions,
+            members,
+            published: Arc::default(),
         })
+    }
+
+    /// Publishes a cluster's status as gauges.
+    pub fn cluster_status(&self, namespace: &str, name: &str, status: &RaftClusterStatus) {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((namespace.to_owned(), name.to_owned()));
+        for c in &status.conditions {
+            self.conditions
+                .with_label_values(&[namespace, name, &c.type_])
+                .set(i64::from(c.status == "True"));
+        }
+        for role in [MemberRole::Voter, MemberRole::Learner] {
+            for healthy in [true, false] {
+                let n = status
+                    .members
+                    .iter()
+                    .filter(|m| m.role == role && m.healthy == healthy)
+                    .count();
+                self.members
+                    .with_label_values(&[
+                        namespace,
+                        name,
+                        match role {
+                            MemberRole::Voter => "voter",
+                            MemberRole::Learner => "learner",
+                        },
+                        if healthy { "true" } else { "false" },
+                    ])
+                    .set(n as i64);
+            }
+        }
+    }
+
+    /// Drops the series of clusters that no longer exist (kube-runtime does not reconcile a
+    /// deleted object, so the controller calls this with the clusters its cache still has).
+    pub fn retain_clusters(&self, live: &BTreeSet<(String, String)>) {
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        for (ns, name) in published.iter().filter(|c| !live.contains(*c)) {
+            for t in CONDITION_TYPES {
+                let _ = self.conditions.remove_label_values(&[ns, name, t]);
+            }
+            for role in ["voter", "learner"] {
+                for healthy in ["true", "false"] {
+                    let _ = self
+                        .members
+                        .remove_label_values(&[ns.as_str(), name, role, healthy]);
+                }
+            }
+        }
+        published.retain(|c| live.contains(c));
     }
 
     /// Counts a failed pass.
@@ -142,5 +233,34 @@ mod tests {
             text.contains("flotilla_operator_reconcile_duration_seconds_count 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn cluster_conditions_become_gauges() {
+        let m = Metrics::new().expect("metrics");
+        let status: RaftClusterStatus = serde_json::from_value(serde_json::json!({
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "QuorumHealthy", "message": ""},
+                {"type": "QuorumAtRisk", "status": "False", "reason": "FailureTolerant", "message": ""},
+            ],
+            "members": [
+                {"name": "demo-0", "id": "1", "role": "Voter", "healthy": true, "matchIndex": 1, "lag": 0},
+                {"name": "demo-1", "id": "2", "role": "Voter", "healthy": false, "matchIndex": 1, "lag": 0},
+            ],
+        }))
+        .expect("status");
+        m.cluster_status("ns", "demo", &status);
+        let text = m.render();
+        for want in [
+            r#"flotilla_operator_cluster_condition{name="demo",namespace="ns",type="Available"} 1"#,
+            r#"flotilla_operator_cluster_condition{name="demo",namespace="ns",type="QuorumAtRisk"} 0"#,
+            r#"flotilla_operator_cluster_members{healthy="false",name="demo",namespace="ns",role="voter"} 1"#,
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        m.retain_clusters(&BTreeSet::from([("ns".to_owned(), "demo".to_owned())]));
+        assert!(m.render().contains("demo"));
+        m.retain_clusters(&BTreeSet::new());
+        assert!(!m.render().contains("demo"), "{}", m.render());
     }
 }

