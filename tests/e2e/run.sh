@@ -87,6 +87,14 @@ settled() {
   [ "$(cond Available)" = True ]
 }
 member_id() { jp "{.status.members[?(@.name==\"$1\")].id}"; }
+# Conditions for wait_for: functions, so each retry reads the cluster again.
+pod_phase_is() { [ "$(kn get pod "$1" -o jsonpath='{.status.phase}' 2>/dev/null)" = "$2" ]; }
+sts_at() { [ "$(kn get sts "$RC" -o jsonpath='{.spec.replicas}' 2>/dev/null)" = "$1" ]; }
+restarted_since() { [ "$(restarts "$1")" -gt "$2" ]; }
+pod_not_ready() {
+  ! kn get pod "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True
+}
+member_replaced() { local id; id=$(member_id "$1"); [ -n "$id" ] && [ "$id" != "$2" ]; }
 
 # --- the write checker ---------------------------------------------------------------------
 writer_start() { # NAME PREFIX
@@ -108,7 +116,7 @@ spec:
     command: [flotilla-writer, --endpoints, "$RC.$NS.svc:2379", --prefix, "$prefix",
               --workers, "4", --stop-file, /tmp/stop, --verify-timeout, 150s]
 YAML
-  wait_for "writer $name running" test "$(kn get pod "$name" -o jsonpath='{.status.phase}')" = Running
+  wait_for "writer $name running" pod_phase_is "$name" Running
   wait_for "writer $name acknowledged writes" writer_acked_some "$name"
 }
 writer_acked_some() { kn logs "$1" | grep -Eq 'progress acked=[1-9]'; }
@@ -116,7 +124,7 @@ writer_acked_some() { kn logs "$1" | grep -Eq 'progress acked=[1-9]'; }
 writer_finish() { # NAME
   local name=$1
   kn exec "$name" -- touch /tmp/stop
-  wait_for "writer $name verdict" writer_done "$name"
+  wait_for "writer $name verdict" pod_done "$name"
   local result
   result=$(kn logs "$name" | grep -E '^(RESULT|VERIFY_ERROR)' | tail -1)
   echo "    $name: $result"
@@ -127,7 +135,7 @@ writer_finish() { # NAME
   WRITER_LOST=$(sed -E 's/.*lost=([0-9]+).*/\1/' <<<"$result")
   kn delete pod "$name" --wait=false >/dev/null
 }
-writer_done() {
+pod_done() {
   local phase
   phase=$(kn get pod "$1" -o jsonpath='{.status.phase}')
   [ "$phase" = Succeeded ] || [ "$phase" = Failed ]
@@ -191,16 +199,24 @@ YAML
   wait_for "3 voters, Running" settled 3
   show
   log "etcdctl through the client Service"
-  local port=$((23000 + RANDOM % 2000))
-  kn port-forward "svc/$RC" "$port:2379" >"$WORK/pf.log" 2>&1 &
-  local pf=$!
-  local ETCD=(etcdctl --endpoints="127.0.0.1:$port" --command-timeout=5s)
-  wait_for "port-forward" "${ETCD[@]}" endpoint health
+  # The Service's cluster IP where this host routes it (kube-proxy on this host, as with a
+  # local node), else `kubectl port-forward` to the Service (kind).
+  local ip pf=0
+  ip=$(kn get svc "$RC" -o jsonpath='{.spec.clusterIP}')
+  local ETCD=(etcdctl --endpoints="$ip:2379" --command-timeout=5s --dial-timeout=3s)
+  if ! "${ETCD[@]}" endpoint health >/dev/null 2>&1; then
+    local port=$((23000 + RANDOM % 2000))
+    kn port-forward "svc/$RC" "$port:2379" >"$WORK/pf.log" 2>&1 &
+    pf=$!
+    ETCD=(etcdctl --endpoints="127.0.0.1:$port" --command-timeout=5s)
+    wait_for "port-forward to svc/$RC" "${ETCD[@]}" endpoint health
+  fi
+  echo "    etcdctl ${ETCD[1]}"
   "${ETCD[@]}" put e2e/hello world >/dev/null
   [ "$("${ETCD[@]}" get e2e/hello --print-value-only)" = world ] || die "etcdctl get"
   "${ETCD[@]}" member list -w table
   [ "$("${ETCD[@]}" member list | wc -l)" = 3 ] || die "member list"
-  kill "$pf" 2>/dev/null || true
+  [ "$pf" = 0 ] || kill "$pf" 2>/dev/null || true
   log "Helm NOTES"
   local notes
   notes=$("$HELM" get notes "$RELEASE" --namespace "$OPNS")
@@ -217,7 +233,7 @@ scale_to() { # N
   local n=$1 t=$SECONDS
   kn scale "raftcluster/$RC" --replicas="$n" >/dev/null
   wait_for "$n voters, Running" settled "$n"
-  wait_for "StatefulSet at $n" test "$(kn get sts "$RC" -o jsonpath='{.spec.replicas}')" = "$n"
+  wait_for "StatefulSet at $n" sts_at "$n"
   echo "    scaled to $n in $((SECONDS - t)) s"
   show | sed 's/^/    /'
 }
@@ -245,7 +261,7 @@ scenario_pods() {
   local before
   before=$(member_id "$RC-1")
   kn delete pod "$RC-1" --wait=false >/dev/null
-  wait_for "$RC-1 gone from Ready" sh -c "! kubectl -n $NS get pod $RC-1 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+  wait_for "$RC-1 not Ready" pod_not_ready "$RC-1"
   wait_for "3 voters again" settled 3
   [ "$(member_id "$RC-1")" = "$before" ] || die "$RC-1 changed identity after a plain restart"
   echo "    $RC-1 restarted with its identity $before"
@@ -253,7 +269,7 @@ scenario_pods() {
   log "lost volume: delete data-$RC-1 and $RC-1"
   kn delete pvc "data-$RC-1" --wait=false >/dev/null
   kn delete pod "$RC-1" --wait=false >/dev/null
-  wait_for "$RC-1 replaced by a new member" sh -c "[ -n \"\$(kubectl -n $NS get raftcluster $RC -o jsonpath='{.status.members[?(@.name==\"$RC-1\")].id}')\" ] && [ \"\$(kubectl -n $NS get raftcluster $RC -o jsonpath='{.status.members[?(@.name==\"$RC-1\")].id}')\" != $before ]"
+  wait_for "$RC-1 replaced by a new member" member_replaced "$RC-1" "$before"
   wait_for "3 voters after the replacement" settled 3
   echo "    $RC-1: $before → $(member_id "$RC-1")"
   events | grep -E '^(ReplacingMember|ReplacingRemovedMember|RestartingPod|RecreatingPod)' | sed 's/^/    /' || true
@@ -287,7 +303,7 @@ scenario_operator() {
   wait_for "a scale-down step under way" mid_scale 5 3
   kill_operator
   wait_for "3 voters, Running" settled 3
-  wait_for "StatefulSet at 3" test "$(kn get sts "$RC" -o jsonpath='{.spec.replicas}')" = 3
+  wait_for "StatefulSet at 3" sts_at 3
   writer_finish w-operator
   record operator "$t" "$WRITER_ACKED" "$WRITER_LOST"
 }
@@ -329,11 +345,11 @@ spec:
       done
       echo "no flotilla process of $victim found"; exit 1
 YAML
-  wait_for "killer done" sh -c "kubectl -n $NS get pod killer -o jsonpath='{.status.phase}' | grep -Eq 'Succeeded|Failed'"
+  wait_for "killer done" pod_done killer
   kn logs killer | sed 's/^/    /'
   [ "$(kn get pod killer -o jsonpath='{.status.phase}')" = Succeeded ] || die "could not kill flotilla in $victim"
   kn delete pod killer --wait=false >/dev/null
-  wait_for "$victim restarted" test "$(restarts "$victim")" -gt "$before"
+  wait_for "$victim restarted" restarted_since "$victim" "$before"
   wait_for "3 voters" settled 3
   [ "$(member_id "$victim")" = "$id" ] || die "$victim came back as $(member_id "$victim"), not $id"
   echo "    $victim restarted (restartCount $before → $(restarts "$victim")) as member $id"

@@ -630,9 +630,25 @@ fn decide(o: &Observed, p: &mut Plan) {
             p.busy = true;
             return;
         }
-        // A claim kept by `Retain` from an earlier scale-in holds a removed member's data: a
-        // pod started on it could not rejoin. Refuse, and say what the user can do.
+        // A claim left from an earlier scale-in holds a removed member's data: a pod started on
+        // it could not rejoin. With `Delete` it goes first (rule 9 may not have run yet when
+        // the cluster grows again right after shrinking); with `Retain`, refuse and say what
+        // the user can do.
         if let Some(v) = o.pvcs.iter().find(|v| v.ordinal as i32 == sts) {
+            p.busy = true;
+            if o.retention == RetentionPolicy::Delete {
+                p.actions.push(Action::DeletePvc { ordinal: v.ordinal });
+                p.notes.push(note(
+                    Severity::Normal,
+                    "DeletingVolume",
+                    format!(
+                        "data-{}-{sts} is left from an earlier scale-in; deleting it before \
+                         adding {}-{sts} as a new member",
+                        o.name, o.name
+                    ),
+                ));
+                return;
+            }
             let why = format!(
                 "not adding {}-{sts}: its volume claim data-{}-{sts} was kept from an earlier \
                  scale-in (retentionOnScaleDown: Retain) and holds a removed member's data; \

@@ -859,4 +859,13 @@ fn retained_claim_of_the_next_ordinal_stops_growth_with_a_reason() {
     let c = cond(&p, "Reconciled");
     assert_eq!(c.reason, "StaleVolumeRetained");
     assert!(c.message.contains("data-demo-3"), "{}", c.message);
+    // With Delete, the leftover claim goes first, then the cluster grows.
+    o.retention = RetentionPolicy::Delete;
+    let p = plan(&o);
+    assert_eq!(p.actions, [Action::DeletePvc { ordinal: 3 }]);
+    assert_eq!(cond(&p, "Reconciled").status, "True");
+    o.pvcs[3].terminating = true;
+    assert!(plan(&o).actions.is_empty(), "waits for the claim to go");
+    o.pvcs.pop();
+    assert_eq!(plan(&o).actions, [Action::ScaleStatefulSet { replicas: 4 }]);
 }
