@@ -88,6 +88,7 @@ settled() {
 }
 member_id() { jp "{.status.members[?(@.name==\"$1\")].id}"; }
 # Conditions for wait_for: functions, so each retry reads the cluster again.
+ns_gone() { ! k get namespace "$NS" >/dev/null 2>&1; }
 pod_phase_is() { [ "$(kn get pod "$1" -o jsonpath='{.status.phase}' 2>/dev/null)" = "$2" ]; }
 sts_at() { [ "$(kn get sts "$RC" -o jsonpath='{.spec.replicas}' 2>/dev/null)" = "$1" ]; }
 restarted_since() { [ "$(restarts "$1")" -gt "$2" ]; }
@@ -162,13 +163,22 @@ setup() {
     echo "image build: $((SECONDS - t)) s" >>"$WORK/timings"
   fi
   docker image inspect "$IMAGE" >/dev/null || die "image $IMAGE does not exist"
+  # A tag per image content: pods pin an image by tag, so a rebuilt image under the same tag
+  # would leave an operator Deployment from an earlier run on the old binary.
+  local id
+  id=$(docker image inspect -f '{{.Id}}' "$IMAGE" | sed 's/^sha256://' | cut -c1-12)
+  docker tag "$IMAGE" "${IMAGE%:*}:e2e-$id"
+  IMAGE="${IMAGE%:*}:e2e-$id"
+  log "testing image $IMAGE"
   if [ -n "${E2E_LOAD_IMAGE:-}" ]; then
     log "loading $IMAGE: $E2E_LOAD_IMAGE $IMAGE"
     $E2E_LOAD_IMAGE "$IMAGE"
   fi
   log "removing what an earlier run left"
+  kn delete pod -l app.kubernetes.io/name=flotilla-e2e-writer --grace-period=0 --force >/dev/null 2>&1 || true
   kn delete raftcluster --all --wait=true --timeout=120s >/dev/null 2>&1 || true
-  k delete namespace "$NS" --wait=true --timeout=180s >/dev/null 2>&1 || true
+  k delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  wait_for "namespace $NS gone" ns_gone
   k create namespace "$NS" >/dev/null
 
   log "helm install (CRD from the chart, operator image $IMAGE)"
@@ -287,8 +297,11 @@ kill_operator() {
   k -n "$OPNS" delete pod "$p" --grace-period=0 --force >/dev/null 2>&1
   echo "    killed operator pod $p"
 }
-mid_scale() { # the StatefulSet already moved but the cluster has not settled
-  [ "$(kn get sts "$RC" -o jsonpath='{.spec.replicas}')" != "$1" ] && ! settled "$2"
+mid_scale() { # FROM TO: the StatefulSet or the configuration moved, the cluster has not settled
+  local sts members
+  sts=$(kn get sts "$RC" -o jsonpath='{.spec.replicas}')
+  members=$(jp '{.status.members[*].name}' | wc -w)
+  { [ "$sts" != "$1" ] || [ "$members" != "$1" ]; } && ! settled "$2"
 }
 
 scenario_operator() {
@@ -297,10 +310,12 @@ scenario_operator() {
   writer_start w-operator e2e/operator/
   kn scale "raftcluster/$RC" --replicas=5 >/dev/null
   wait_for "a scale step under way" mid_scale 3 5
+  echo "    mid-step: StatefulSet at $(kn get sts "$RC" -o jsonpath='{.spec.replicas}'), members $(jp '{.status.members[*].name}')"
   kill_operator
   wait_for "5 voters, Running" settled 5
   kn scale "raftcluster/$RC" --replicas=3 >/dev/null
   wait_for "a scale-down step under way" mid_scale 5 3
+  echo "    mid-step: StatefulSet at $(kn get sts "$RC" -o jsonpath='{.spec.replicas}'), members $(jp '{.status.members[*].name}')"
   kill_operator
   wait_for "3 voters, Running" settled 3
   wait_for "StatefulSet at 3" sts_at 3
@@ -361,7 +376,7 @@ scenario_metrics() {
   local t=$SECONDS
   log "metrics: every pod's /metrics and the operator's; the dashboard's queries"
   local pods p
-  pods=$(kn get pods -l app.kubernetes.io/instance="$RC" -o jsonpath='{.items[*].metadata.name}')
+  pods=$(jp '{.status.members[*].name}')
   : >"$WORK/node-metrics"
   for p in $pods; do
     local ip

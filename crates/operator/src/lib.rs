@@ -43,6 +43,10 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value [`Error::metric_label`] returns.
+    pub const METRIC_LABELS: [&'static str; 5] =
+        ["kube", "node", "build", "missing_namespace", "store"];
+
     /// A short label for the `error` dimension of the error metric.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -40,6 +40,27 @@ pub struct Metrics {
     published: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
+/// The `kind` label of each action.
+pub const ACTION_KINDS: [&str; 6] = [
+    "scale",
+    "promote",
+    "remove",
+    "transfer_leadership",
+    "delete_pvc",
+    "restart_pod",
+];
+
+fn action_kind(a: &Action) -> &'static str {
+    match a {
+        Action::ScaleStatefulSet { .. } => ACTION_KINDS[0],
+        Action::Promote { .. } => ACTION_KINDS[1],
+        Action::Remove { .. } => ACTION_KINDS[2],
+        Action::TransferLeadership { .. } => ACTION_KINDS[3],
+        Action::DeletePvc { .. } => ACTION_KINDS[4],
+        Action::RestartPod { .. } => ACTION_KINDS[5],
+    }
+}
+
 /// The condition types the status carries.
 pub const CONDITION_TYPES: [&str; 5] = [
     "Available",
@@ -100,6 +121,14 @@ impl Metrics {
             ),
             &["namespace", "name", "role", "healthy"],
         )?;
+        // Every label value exists from the start, at 0: a series that appears only with its
+        // first error has no rate, and dashboards and alerts would see "no data" instead.
+        for label in Error::METRIC_LABELS {
+            failures.with_label_values(&[label]);
+        }
+        for kind in ACTION_KINDS {
+            membership_changes.with_label_values(&[kind]);
+        }
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(conditions.clone()))?;
         registry.register(Box::new(members.clone()))?;
@@ -175,15 +204,9 @@ impl Metrics {
 
     /// Counts an action that was carried out.
     pub fn action(&self, a: &Action) {
-        let kind = match a {
-            Action::ScaleStatefulSet { .. } => "scale",
-            Action::Promote { .. } => "promote",
-            Action::Remove { .. } => "remove",
-            Action::TransferLeadership { .. } => "transfer_leadership",
-            Action::DeletePvc { .. } => "delete_pvc",
-            Action::RestartPod { .. } => "restart_pod",
-        };
-        self.membership_changes.with_label_values(&[kind]).inc();
+        self.membership_changes
+            .with_label_values(&[action_kind(a)])
+            .inc();
     }
 
     /// The registry in Prometheus text format.
@@ -232,6 +255,10 @@ mod tests {
         assert!(
             text.contains("flotilla_operator_reconcile_duration_seconds_count 1"),
             "{text}"
+        );
+        assert!(
+            text.contains(r#"flotilla_operator_reconcile_errors_total{error="kube"} 0"#),
+            "every error label exists from the start: {text}"
         );
     }
 
