@@ -297,26 +297,30 @@ kill_operator() {
   k -n "$OPNS" delete pod "$p" --grace-period=0 --force >/dev/null 2>&1
   echo "    killed operator pod $p"
 }
-mid_scale() { # FROM TO: the StatefulSet or the configuration moved, the cluster has not settled
-  local sts members
-  sts=$(kn get sts "$RC" -o jsonpath='{.spec.replicas}')
-  members=$(jp '{.status.members[*].name}' | wc -w)
-  { [ "$sts" != "$1" ] || [ "$members" != "$1" ]; } && ! settled "$2"
+# The operator's count of actions of one kind (scale, promote, remove, …), from its /metrics.
+actions_done() {
+  k get --raw "/api/v1/namespaces/$OPNS/services/$RELEASE-metrics:8080/proxy/metrics" 2>/dev/null |
+    awk -v k="$1" '$1 == "flotilla_operator_membership_changes_total{kind=\"" k "\"}" {print $2}'
+}
+more_than() { local n; n=$(actions_done "$1"); [ -n "$n" ] && [ "${n%.*}" -gt "$2" ]; }
+# Scales to N and kills the operator right after its first action of KIND: the step is then
+# under way (the StatefulSet or the configuration has moved) and not finished.
+scale_and_kill_operator() { # N KIND
+  local before
+  before=$(actions_done "$2"); before=${before%.*}
+  kn scale "raftcluster/$RC" --replicas="$1" >/dev/null
+  wait_for "the operator's first $2 action" more_than "$2" "${before:-0}"
+  echo "    mid-step: StatefulSet at $(kn get sts "$RC" -o jsonpath='{.spec.replicas}'), configuration $(jp '{.status.members[*].name}')"
+  kill_operator
 }
 
 scenario_operator() {
   local t=$SECONDS
   log "operator killed in the middle of a scale step"
   writer_start w-operator e2e/operator/
-  kn scale "raftcluster/$RC" --replicas=5 >/dev/null
-  wait_for "a scale step under way" mid_scale 3 5
-  echo "    mid-step: StatefulSet at $(kn get sts "$RC" -o jsonpath='{.spec.replicas}'), members $(jp '{.status.members[*].name}')"
-  kill_operator
+  scale_and_kill_operator 5 scale
   wait_for "5 voters, Running" settled 5
-  kn scale "raftcluster/$RC" --replicas=3 >/dev/null
-  wait_for "a scale-down step under way" mid_scale 5 3
-  echo "    mid-step: StatefulSet at $(kn get sts "$RC" -o jsonpath='{.spec.replicas}'), members $(jp '{.status.members[*].name}')"
-  kill_operator
+  scale_and_kill_operator 3 remove
   wait_for "3 voters, Running" settled 3
   wait_for "StatefulSet at 3" sts_at 3
   writer_finish w-operator
