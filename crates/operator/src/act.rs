@@ -62,6 +62,9 @@ pub struct StsView {
     pub replicas: i32,
     /// Size and class of its volume claim template, which Kubernetes never lets change.
     pub storage: Option<ClaimStorage>,
+    /// `status.updateRevision`: the revision of the current pod template. A pod whose
+    /// `controller-revision-hash` label differs runs an older template.
+    pub update_revision: Option<String>,
 }
 
 /// What observe reads.
@@ -207,6 +210,7 @@ impl Reads for KubeApi {
         Ok(api.get_opt(name).await?.map(|s| StsView {
             replicas: s.spec.replicas.unwrap_or(1),
             storage: ClaimStorage::of(&s),
+            update_revision: s.status.as_ref().and_then(|st| st.update_revision.clone()),
         }))
     }
     async fn pods(&self, ns: &str, selector: &str) -> Result<Vec<Pod>, Error> {
@@ -356,6 +360,8 @@ pub struct MemoryState {
     pub events: Vec<Note>,
     /// Every scale step, in order.
     pub scale_log: Vec<i32>,
+    /// The StatefulSet's `status.updateRevision` (set by the harness).
+    pub update_revision: Option<String>,
 }
 
 /// An in-memory Kubernetes API for one namespace: the reconciler writes through [`Actions`],
@@ -387,7 +393,12 @@ impl Reads for Memory {
             Some(Owned::StatefulSet(sts)) => ClaimStorage::of(sts),
             _ => None,
         };
-        Ok(s.sts_replicas.map(|replicas| StsView { replicas, storage }))
+        let update_revision = s.update_revision.clone();
+        Ok(s.sts_replicas.map(|replicas| StsView {
+            replicas,
+            storage,
+            update_revision,
+        }))
     }
     async fn pods(&self, _ns: &str, selector: &str) -> Result<Vec<Pod>, Error> {
         Ok(self

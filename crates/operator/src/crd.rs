@@ -40,6 +40,11 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Updated",
+        type_ = "integer",
+        json_path = ".status.updatedReplicas"
+    ),
     printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
@@ -239,12 +244,28 @@ pub struct SchedulingSpec {
     /// Taints the pods tolerate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
-    /// Node and pod (anti-)affinity.
+    /// Node and pod (anti-)affinity, verbatim. When unset, `antiAffinity` applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// How members avoid sharing a node when `affinity` is unset: `Soft` (the default:
+    /// preferred, so a small cluster still schedules), `Hard` (required), or `None`.
+    #[serde(default)]
+    pub anti_affinity: AntiAffinity,
     /// How the pods spread over zones and nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+}
+
+/// Spreading members over nodes.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AntiAffinity {
+    /// Prefer one member per node.
+    #[default]
+    Soft,
+    /// Require one member per node (pods stay Pending when nodes run out).
+    Hard,
+    /// No anti-affinity.
+    None,
 }
 
 /// What the operator last observed.
@@ -257,6 +278,10 @@ pub struct RaftClusterStatus {
     /// Pods that are ready.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Pods that run the current pod template (a rolling update is done when this equals
+    /// `replicas`).
+    #[serde(default)]
+    pub updated_replicas: i32,
     /// Label selector of the pods, as a string (the scale subresource reads this).
     #[serde(default)]
     pub selector: String,
@@ -315,6 +340,8 @@ pub enum Phase {
     Pending,
     /// A member is being added or removed.
     Scaling,
+    /// Members are being restarted, one at a time, onto a new pod template.
+    Updating,
     /// Every desired member is a healthy voter and a leader exists.
     Running,
     /// No leader, or some member is unhealthy.
@@ -414,7 +441,10 @@ mod tests {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(cols, ["Replicas", "Ready", "Leader", "Phase", "Age"]);
+        assert_eq!(
+            cols,
+            ["Replicas", "Ready", "Updated", "Leader", "Phase", "Age"]
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub const JOIN_REFUSED_MARKER: &str = "Peer URLs already exists";
 /// <16 hex digits> (<name>) already has peer URL …`).
 pub const JOIN_REFUSED_HOLDER: &str = "join refused: member ";
 
+/// The label the StatefulSet controller puts on each pod: the revision of its template.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+
 /// Raw inputs of one pass.
 #[derive(Debug, Default)]
 pub struct Inputs {
@@ -73,6 +76,12 @@ fn pod_view(
         deleting,
         claim_missing,
         term: statuses.get(&ordinal).map_or(0, |s| s.term),
+        revision: pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(REVISION_LABEL))
+            .cloned(),
         node,
     })
 }
@@ -192,6 +201,7 @@ pub fn observed(rc: &RaftCluster, names: &Names, inputs: &Inputs, now: String) -
         spec_problems: rc.spec.problems(),
         storage_change: storage_change(rc, inputs.sts.as_ref()),
         sts_storage: inputs.sts.as_ref().and_then(|s| s.storage.clone()),
+        update_revision: inputs.sts.as_ref().and_then(|s| s.update_revision.clone()),
     }
 }
 
@@ -288,6 +298,7 @@ mod tests {
             sts: Some(StsView {
                 replicas: 2,
                 storage: None,
+                update_revision: None,
             }),
             pods: vec![
                 pod(json!({"metadata": {"name": "demo-0"}, "status": {"phase": "Running",

@@ -26,10 +26,14 @@
 //!    never deleted again.
 //! 7. A learner: promote it once it is healthy and within [`CATCH_UP_BOUND`] entries of the
 //!    leader, and only if the larger voter set still has a quorum of healthy voters.
-//! 8. Growing (spec above the StatefulSet's size), when every pod is a voter and no claim of a
+//! 8. A pod created from an older template than the StatefulSet's current one (an image or
+//!    setting change): restart one member at a time, and only while every member is healthy,
+//!    caught up and Ready — so a member already down stops the update instead of becoming
+//!    the second one down. Followers first; the leader last, after leadership moved away.
+//! 9. Growing (spec above the StatefulSet's size), when every pod is a voter and no claim of a
 //!    higher ordinal is still being deleted: raise the StatefulSet by one. The new pod's node
 //!    joins itself as a learner (`flotilla node --join`), and rule 7 promotes it.
-//! 9. Claims of ordinals the StatefulSet no longer runs are deleted when the policy says so.
+//! 10. Claims of ordinals the StatefulSet no longer runs are deleted when the policy says so.
 //!
 //! A spec the operator cannot carry out (see [`crate::crd::RaftClusterSpec::problems`]) holds
 //! everything: no object is applied and no member is touched, and the `Reconciled` condition
@@ -83,6 +87,8 @@ pub struct PodView {
     pub claim_missing: bool,
     /// The Raft term its node reported (0 when it did not answer).
     pub term: u64,
+    /// The revision of the StatefulSet template it was created from.
+    pub revision: Option<String>,
     /// What its node says.
     pub node: NodeIdentity,
 }
@@ -165,6 +171,8 @@ pub struct Observed {
     pub storage_change: Option<String>,
     /// The storage of the existing StatefulSet's claim template.
     pub sts_storage: Option<crate::resources::ClaimStorage>,
+    /// The StatefulSet's current template revision.
+    pub update_revision: Option<String>,
 }
 
 /// A membership or workload action.
@@ -621,7 +629,12 @@ fn decide(o: &Observed, p: &mut Plan) {
         return;
     }
 
-    // Rule 8.
+    // Rule 8: a rolling update (the StatefulSet is `OnDelete`; the operator restarts pods).
+    if rolling_update(o, c, sts, p) {
+        return;
+    }
+
+    // Rule 9.
     if o.desired > sts {
         if o.pvcs
             .iter()
@@ -673,7 +686,7 @@ fn decide(o: &Observed, p: &mut Plan) {
         return;
     }
 
-    // Rule 9.
+    // Rule 10.
     if o.retention == RetentionPolicy::Delete {
         let running: BTreeSet<u32> = o.pods.iter().map(|p| p.ordinal).collect();
         for v in &o.pvcs {
@@ -690,6 +703,102 @@ fn decide(o: &Observed, p: &mut Plan) {
             }
         }
     }
+}
+
+/// A member may be restarted for an update only while every member is at most this many
+/// entries behind the leader: a member further behind is still catching up (or receiving a
+/// snapshot) and would be the second one down.
+pub const UPDATE_LAG_BOUND: u64 = 1_000;
+
+/// Ordinals whose pod runs an older template than the StatefulSet's current one.
+fn outdated(o: &Observed, sts: i32) -> Vec<u32> {
+    let Some(rev) = &o.update_revision else {
+        return Vec::new();
+    };
+    o.pods
+        .iter()
+        .filter(|pv| (pv.ordinal as i32) < sts)
+        .filter(|pv| pv.revision.as_ref().is_some_and(|r| r != rev))
+        .map(|pv| pv.ordinal)
+        .collect()
+}
+
+/// Rule 8: restarts the next outdated member when that is safe; true when the update is
+/// under way (this pass's step is decided).
+fn rolling_update(o: &Observed, c: &ClusterView, sts: i32, p: &mut Plan) -> bool {
+    let outdated = outdated(o, sts);
+    if outdated.is_empty() {
+        return false;
+    }
+    p.busy = true;
+    let name = |k: u32| format!("{}-{k}", o.name);
+    let leader = c.members.iter().find(|m| m.id == c.leader_id);
+    let leader_ordinal = leader.and_then(|m| ordinal_of(&o.name, &m.name));
+    // Followers first, highest ordinal first; the leader last.
+    let next = outdated
+        .iter()
+        .rev()
+        .copied()
+        .find(|&k| Some(k) != leader_ordinal)
+        .unwrap_or(outdated[0]);
+    let mut blockers: Vec<String> = (0..sts as u32)
+        .filter(|&k| {
+            !o.pods
+                .iter()
+                .any(|pv| pv.ordinal == k && pv.ready && pv.running && !pv.deleting)
+        })
+        .map(|k| format!("{} is not ready", name(k)))
+        .collect();
+    blockers.extend(
+        c.members
+            .iter()
+            .filter(|m| !m.healthy || m.lag > UPDATE_LAG_BOUND)
+            .map(|m| {
+                if m.healthy {
+                    format!("{} is {} entries behind", m.name, m.lag)
+                } else {
+                    format!("{} does not answer the leader", m.name)
+                }
+            }),
+    );
+    if !blockers.is_empty() {
+        blockers.dedup();
+        p.notes.push(note(
+            Severity::Normal,
+            "UpdateWaiting",
+            format!(
+                "not restarting {} for the new pod template yet: {}",
+                name(next),
+                blockers.join(", ")
+            ),
+        ));
+        return true;
+    }
+    let voters = c.members.iter().filter(|m| !m.is_learner).count();
+    if Some(next) == leader_ordinal && voters >= 2 {
+        p.actions
+            .push(Action::TransferLeadership { from: c.leader_id });
+        p.notes.push(note(
+            Severity::Normal,
+            "TransferringLeadership",
+            format!(
+                "moving leadership off {} before restarting it for the new pod template",
+                name(next)
+            ),
+        ));
+        return true;
+    }
+    let updated = sts as usize - outdated.len();
+    p.actions.push(Action::RestartPod { ordinal: next });
+    p.notes.push(note(
+        Severity::Normal,
+        "RestartingForUpdate",
+        format!(
+            "restarting {} for the new pod template ({updated} of {sts} updated)",
+            name(next)
+        ),
+    ));
+    true
 }
 
 fn condition(o: &Observed, type_: &str, ok: bool, reason: &str, message: String) -> Condition {
@@ -775,6 +884,8 @@ fn status(o: &Observed, p: &Plan) -> RaftClusterStatus {
         .map(|m| m.name.as_str())
         .collect();
     let sts = o.sts_replicas.unwrap_or(0);
+    let stale = outdated(o, sts).len();
+    let updating = stale > 0;
     let scaling = p.busy || sts != o.desired || members.len() as i32 != sts;
     let has_leader = leader.is_some();
 
@@ -782,6 +893,8 @@ fn status(o: &Observed, p: &Plan) -> RaftClusterStatus {
         Phase::Pending
     } else if !has_leader || !unhealthy.is_empty() {
         Phase::Degraded
+    } else if updating && sts == o.desired {
+        Phase::Updating
     } else if scaling {
         Phase::Scaling
     } else {
@@ -816,14 +929,23 @@ fn status(o: &Observed, p: &Plan) -> RaftClusterStatus {
                 "ScalingUp"
             } else if o.desired < sts {
                 "ScalingDown"
+            } else if updating {
+                "RollingUpdate"
             } else {
                 "Reconciling"
             },
-            format!(
-                "{} of {} members in the configuration, StatefulSet at {sts}",
-                members.len(),
-                o.desired
-            ),
+            if updating {
+                format!(
+                    "{} of {sts} members run the current pod template",
+                    sts as usize - stale
+                )
+            } else {
+                format!(
+                    "{} of {} members in the configuration, StatefulSet at {sts}",
+                    members.len(),
+                    o.desired
+                )
+            },
         ),
         condition(
             o,
@@ -868,6 +990,14 @@ fn status(o: &Observed, p: &Plan) -> RaftClusterStatus {
     RaftClusterStatus {
         replicas: sts,
         ready_replicas: o.pods.iter().filter(|p| p.ready).count() as i32,
+        updated_replicas: match &o.update_revision {
+            Some(rev) => o
+                .pods
+                .iter()
+                .filter(|pv| (pv.ordinal as i32) < sts && pv.revision.as_ref() == Some(rev))
+                .count() as i32,
+            None => 0,
+        },
         selector: o.selector.clone(),
         leader,
         members,

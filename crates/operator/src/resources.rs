@@ -29,7 +29,7 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::crd::RaftCluster;
+use crate::crd::{AntiAffinity, RaftCluster};
 
 /// Port of the etcd v3 client API (and the admin API).
 pub const CLIENT_PORT: u16 = 2379;
@@ -308,6 +308,14 @@ pub fn stateful_set(
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 2},
+        // Liveness is the process answering (`/healthz`), never quorum or readiness: a member
+        // that cannot reach a majority must not be restarted for it, which would only make the
+        // outage worse. The startup probe gives a member replaying a long log up to 5 minutes
+        // before liveness applies.
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": 2, "failureThreshold": 150,
+        },
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "metrics"},
             "periodSeconds": 10, "failureThreshold": 6,
@@ -331,7 +339,10 @@ pub fn stateful_set(
     }
     let mut pod_spec = json!({
         "containers": [container],
-        "securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532},
+        "securityContext": {
+            "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         // Long enough for a leader to hand leadership over on SIGTERM.
         "terminationGracePeriodSeconds": 30,
     });
@@ -342,8 +353,29 @@ pub fn stateful_set(
     if let Some(v) = &sch.tolerations {
         pod_spec["tolerations"] = json!(v);
     }
-    if let Some(v) = &sch.affinity {
-        pod_spec["affinity"] = json!(v);
+    match (&sch.affinity, sch.anti_affinity) {
+        (Some(v), _) => pod_spec["affinity"] = json!(v),
+        (None, AntiAffinity::None) => {}
+        // One member per node where possible: losing a node then costs one member, not quorum.
+        (None, AntiAffinity::Soft) => {
+            pod_spec["affinity"] = json!({"podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": selector(&names)},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }],
+            }})
+        }
+        (None, AntiAffinity::Hard) => {
+            pod_spec["affinity"] = json!({"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": selector(&names)},
+                    "topologyKey": "kubernetes.io/hostname",
+                }],
+            }})
+        }
     }
     if let Some(v) = &sch.topology_spread_constraints {
         pod_spec["topologySpreadConstraints"] = json!(v);
@@ -369,6 +401,11 @@ pub fn stateful_set(
                 // The operator sequences membership itself; OrderedReady would only add a
                 // second, weaker ordering (and block replacing a broken low ordinal).
                 "podManagementPolicy": "Parallel",
+                // The operator rolls template changes itself, one member at a time and only
+                // while every other voter is healthy (the plan's rolling-update rule): with
+                // Parallel pods, RollingUpdate would let the StatefulSet controller restart a
+                // second member while one is down.
+                "updateStrategy": {"type": "OnDelete"},
                 "selector": {"matchLabels": selector(&names)},
                 // No `persistentVolumeClaimRetentionPolicy`: its default (Retain, Retain) is
                 // what the operator wants — claims are deleted by the operator after the member
@@ -554,6 +591,65 @@ pub(crate) mod tests {
         for p in pod.containers[0].ports.as_ref().expect("ports") {
             assert_eq!(p.protocol.as_deref(), Some("TCP"));
         }
+    }
+
+    #[test]
+    fn pods_are_spread_restricted_and_rolled_by_the_operator() {
+        let mut rc = cluster(3);
+        let sts = stateful_set(&rc, None).expect("sts");
+        assert_eq!(
+            sts.spec
+                .update_strategy
+                .as_ref()
+                .and_then(|u| u.type_.as_deref()),
+            Some("OnDelete")
+        );
+        let pod = sts.spec.template.spec.expect("pod");
+        let sc = pod.security_context.expect("security context");
+        assert_eq!(
+            sc.seccomp_profile.map(|p| p.type_),
+            Some("RuntimeDefault".to_owned())
+        );
+        let c = &pod.containers[0];
+        let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+            p.as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|h| h.path.clone())
+        };
+        assert_eq!(path(&c.startup_probe).as_deref(), Some("/healthz"));
+        assert_eq!(
+            path(&c.liveness_probe).as_deref(),
+            Some("/healthz"),
+            "liveness never depends on quorum"
+        );
+        let anti = pod
+            .affinity
+            .and_then(|a| a.pod_anti_affinity)
+            .expect("anti-affinity by default");
+        assert!(
+            anti.required_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        assert_eq!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .expect("soft")[0]
+                .pod_affinity_term
+                .topology_key,
+            "kubernetes.io/hostname"
+        );
+        rc.spec.scheduling.anti_affinity = AntiAffinity::Hard;
+        let anti = stateful_set(&rc, None)
+            .expect("sts")
+            .spec
+            .template
+            .spec
+            .and_then(|p| p.affinity)
+            .and_then(|a| a.pod_anti_affinity)
+            .expect("hard");
+        assert!(
+            anti.required_during_scheduling_ignored_during_execution
+                .is_some()
+        );
     }
 
     #[test]

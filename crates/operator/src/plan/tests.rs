@@ -38,6 +38,7 @@ fn pod(k: u32) -> PodView {
         deleting: false,
         claim_missing: false,
         term: 2,
+        revision: Some("rev-1".into()),
         node: NodeIdentity::Member {
             id: id(k),
             cluster_id: CLUSTER_ID,
@@ -78,6 +79,7 @@ fn steady(n: u32, desired: i32) -> Observed {
         spec_problems: Vec::new(),
         storage_change: None,
         sts_storage: None,
+        update_revision: Some("rev-1".into()),
     }
 }
 
@@ -868,4 +870,76 @@ fn retained_claim_of_the_next_ordinal_stops_growth_with_a_reason() {
     assert!(plan(&o).actions.is_empty(), "waits for the claim to go");
     o.pvcs.pop();
     assert_eq!(plan(&o).actions, [Action::ScaleStatefulSet { replicas: 4 }]);
+}
+
+/// A steady cluster whose StatefulSet template moved to `rev-2`.
+fn updating(n: u32) -> Observed {
+    let mut o = steady(n, n as i32);
+    o.update_revision = Some("rev-2".into());
+    o
+}
+
+fn set_rev(o: &mut Observed, k: u32, rev: &str) {
+    o.pods[k as usize].revision = Some(rev.into());
+}
+
+#[test]
+fn rolling_update_restarts_followers_one_at_a_time_and_the_leader_last() {
+    let mut o = updating(3);
+    // Member 0 leads: followers first, highest ordinal first.
+    let p = plan(&o);
+    assert_eq!(p.actions, [Action::RestartPod { ordinal: 2 }]);
+    assert!(reasons(&p).contains(&"RestartingForUpdate"));
+    assert_eq!(p.status.phase, Phase::Updating);
+    assert_eq!(cond(&p, "Progressing").reason, "RollingUpdate");
+    assert_eq!(p.status.updated_replicas, 0);
+    // While the restarted pod is away, nothing else is restarted.
+    o.pods[2].deleting = true;
+    o.pods[2].ready = false;
+    let p = plan(&o);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(reasons(&p).contains(&"UpdateWaiting"));
+    // It came back on the new template.
+    o.pods[2].deleting = false;
+    o.pods[2].ready = true;
+    set_rev(&mut o, 2, "rev-2");
+    assert_eq!(plan(&o).actions, [Action::RestartPod { ordinal: 1 }]);
+    set_rev(&mut o, 1, "rev-2");
+    // Only the leader is left: leadership moves first, then it restarts.
+    let p = plan(&o);
+    assert_eq!(p.actions, [Action::TransferLeadership { from: id(0) }]);
+    assert_eq!(p.status.updated_replicas, 2);
+    o.cluster.as_mut().expect("c").leader_id = id(1);
+    assert_eq!(plan(&o).actions, [Action::RestartPod { ordinal: 0 }]);
+    set_rev(&mut o, 0, "rev-2");
+    let p = plan(&o);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.status.phase, Phase::Running);
+    assert_eq!(p.status.updated_replicas, 3);
+}
+
+#[test]
+fn rolling_update_waits_while_a_member_is_down_or_behind() {
+    // One member is already down when the template changes: restarting another would leave
+    // one of three.
+    let mut o = updating(3);
+    members(&mut o)[1].healthy = false;
+    o.pods[1].ready = false;
+    o.pods[1].node = NodeIdentity::Unknown;
+    let p = plan(&o);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let waiting = p
+        .notes
+        .iter()
+        .find(|n| n.reason == "UpdateWaiting")
+        .expect("a reason to wait");
+    assert!(
+        waiting.message.contains("demo-1 is not ready"),
+        "{}",
+        waiting.message
+    );
+    // Healthy again but far behind: still waiting.
+    let mut o = updating(3);
+    members(&mut o)[2].lag = UPDATE_LAG_BOUND + 1;
+    assert!(plan(&o).actions.is_empty());
 }
