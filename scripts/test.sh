@@ -29,9 +29,6 @@ cargo test --workspace --benches -- --test
 
 cargo test --workspace --doc
 
-# The operator's integration test drives real `flotilla` processes.
-cargo build -p flotilla-node --bin flotilla
-
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

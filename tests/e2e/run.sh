@@ -18,6 +18,9 @@
 #             removed and added again with a fresh identity)
 #   operator  the operator is killed in the middle of a scale step; its successor finishes it
 #   kill9     kill -9 of the flotilla process in a pod: the container restarts, same identity
+#   upgrade   spec.image and a raft setting change while one member is frozen (SIGSTOP): the
+#             operator waits, never takes a second member down, restarts the leader last
+#   storage   spec.storage.size edited: refused with a condition, the cluster keeps serving
 #   metrics   each pod's /metrics (pod IP, through the API server's proxy) and the operator's;
 #             every metric the Grafana dashboard queries exists; reconciles per minute at idle
 #
@@ -37,7 +40,7 @@ RC=demo
 TIMEOUT="${E2E_TIMEOUT:-300}"
 HELM="$ROOT/tests/e2e/helm.sh"
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(install scale pods operator kill9 metrics)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(install scale pods operator kill9 upgrade storage metrics)
 # Every other scenario works on the cluster `install` creates.
 [ "${SCENARIOS[0]}" = install ] || SCENARIOS=(install "${SCENARIOS[@]}")
 WORK="$(mktemp -d /tmp/flotilla-e2e.XXXXXX)"
@@ -329,27 +332,23 @@ scenario_operator() {
 
 restarts() { kn get pod "$1" -o jsonpath='{.status.containerStatuses[0].restartCount}'; }
 
-scenario_kill9() {
-  local t=$SECONDS victim="$RC-2"
-  log "kill -9 of flotilla in $victim"
-  writer_start w-kill9 e2e/kill9/
-  local before id
-  before=$(restarts "$victim")
-  id=$(member_id "$victim")
-  # The container's PID 1 is flotilla itself, which its own PID namespace cannot SIGKILL; a
-  # pod in the host's PID namespace on the same node can.
-  local node
+# Sends SIGNAL (KILL, STOP, CONT) to the flotilla process of member NAME. The container's PID 1
+# is flotilla itself, which its own PID namespace cannot SIGKILL; a pod in the host's PID
+# namespace on the same node can.
+signal_member() { # NAME SIGNAL
+  local victim=$1 sig=$2 node
   node=$(kn get pod "$victim" -o jsonpath='{.spec.nodeName}')
+  kn delete pod signaller --ignore-not-found --wait=true >/dev/null
   cat <<YAML | kn apply -f - >/dev/null
 apiVersion: v1
 kind: Pod
-metadata: {name: killer}
+metadata: {name: signaller}
 spec:
   nodeName: $node
   hostPID: true
   restartPolicy: Never
   containers:
-  - name: kill
+  - name: signal
     image: $IMAGE
     imagePullPolicy: IfNotPresent
     securityContext: {runAsUser: 0}
@@ -359,21 +358,119 @@ spec:
     - |
       for p in /proc/[0-9]*; do
         if tr '\0' ' ' <"\$p/cmdline" 2>/dev/null | grep -q "^flotilla node --name $victim "; then
-          echo "kill -9 \${p#/proc/}"; kill -9 "\${p#/proc/}" && exit 0
+          echo "kill -$sig \${p#/proc/}"; kill -$sig "\${p#/proc/}" && exit 0
         fi
       done
       echo "no flotilla process of $victim found"; exit 1
 YAML
-  wait_for "killer done" pod_done killer
-  kn logs killer | sed 's/^/    /'
-  [ "$(kn get pod killer -o jsonpath='{.status.phase}')" = Succeeded ] || die "could not kill flotilla in $victim"
-  kn delete pod killer --wait=false >/dev/null
+  wait_for "signaller done" pod_done signaller
+  kn logs signaller | sed 's/^/    /'
+  [ "$(kn get pod signaller -o jsonpath='{.status.phase}')" = Succeeded ] || die "could not signal flotilla in $victim"
+  kn delete pod signaller --wait=false >/dev/null
+}
+
+scenario_kill9() {
+  local t=$SECONDS victim="$RC-2"
+  log "kill -9 of flotilla in $victim"
+  writer_start w-kill9 e2e/kill9/
+  local before id
+  before=$(restarts "$victim")
+  id=$(member_id "$victim")
+  signal_member "$victim" KILL
   wait_for "$victim restarted" restarted_since "$victim" "$before"
   wait_for "3 voters" settled 3
   [ "$(member_id "$victim")" = "$id" ] || die "$victim came back as $(member_id "$victim"), not $id"
   echo "    $victim restarted (restartCount $before → $(restarts "$victim")) as member $id"
   writer_finish w-kill9
   record kill9 "$t" "$WRITER_ACKED" "$WRITER_LOST"
+}
+
+reconciled_reason_is() {
+  [ "$(jp '{.status.conditions[?(@.type=="Reconciled")].reason}')" = "$1" ]
+}
+member_unhealthy() {
+  [ "$(jp "{.status.members[?(@.name==\"$1\")].healthy}")" = false ]
+}
+pod_uids() { kn get pods -l app.kubernetes.io/instance="$RC" -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.uid}{"\n"}{end}' | sort; }
+updated_all() { [ "$(jp '{.status.updatedReplicas}')" = "$1" ] && settled "$1"; }
+# Samples, every second until STOP_FILE appears, how many of the cluster's pods are not Ready;
+# prints the most seen at once.
+watch_not_ready() { # STOP_FILE
+  local most=0 n
+  while [ ! -e "$1" ]; do
+    n=$(kn get pods -l app.kubernetes.io/instance="$RC" -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -vc True || true)
+    [ "$n" -gt "$most" ] && most=$n
+    sleep 1
+  done
+  echo "$most"
+}
+
+scenario_upgrade() {
+  local t=$SECONDS
+  log "rolling upgrade (image and a raft setting) under load, with one member down at the start"
+  writer_start w-upgrade e2e/upgrade/
+  local second="$IMAGE-b"
+  docker tag "$IMAGE" "$second"
+  [ -z "${E2E_LOAD_IMAGE:-}" ] || $E2E_LOAD_IMAGE "$second"
+  local leader down m
+  leader=$(jp '{.status.leader}')
+  for m in $(jp '{.status.members[*].name}'); do [ "$m" != "$leader" ] && down=$m; done
+  echo "    leader $leader; freezing $down (SIGSTOP) before the change"
+  signal_member "$down" STOP
+  wait_for "$down unhealthy" member_unhealthy "$down"
+  local uids
+  uids=$(pod_uids)
+  kn patch raftcluster "$RC" --type merge \
+    -p "{\"spec\":{\"image\":\"$second\",\"raft\":{\"snapshotThreshold\":20000}}}" >/dev/null
+  wait_for "the operator to say it waits" events_have UpdateWaiting
+  # Nothing may restart while a member is down: watch for a while (an absence, so a fixed
+  # window), well below the liveness probe's 60 s that would restart the frozen member.
+  sleep 15
+  [ "$(pod_uids)" = "$uids" ] || die "a pod was replaced while $down was down"
+  events | grep '^UpdateWaiting' | tail -1 | sed 's/^/    /'
+  show | sed 's/^/    /'
+  : >"$WORK/stop-watch"; rm -f "$WORK/stop-watch"
+  watch_not_ready "$WORK/stop-watch" >"$WORK/not-ready" &
+  local watcher=$!
+  signal_member "$down" CONT
+  wait_for "every member on the new template" updated_all 3
+  touch "$WORK/stop-watch"; wait "$watcher"
+  local most; most=$(cat "$WORK/not-ready")
+  echo "    most members not Ready at once during the update: $most"
+  [ "$most" -le 1 ] || die "$most members were down at once during the update"
+  kn get events --field-selector involvedObject.kind=RaftCluster,involvedObject.name="$RC" \
+    --sort-by=.metadata.creationTimestamp -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' \
+    | grep -E '^(RestartingForUpdate|TransferringLeadership)' | tail -4 | sed 's/^/    /' | tee "$WORK/upgrade-events"
+  grep '^    RestartingForUpdate' "$WORK/upgrade-events" | tail -1 | grep -q "restarting $leader " \
+    || die "the leader ($leader) was not restarted last"
+  [ "$(kn get sts "$RC" -o jsonpath='{.spec.template.spec.containers[0].image}')" = "$second" ] || die "StatefulSet image"
+  for m in $(jp '{.status.members[*].name}'); do
+    [ "$(kn get pod "$m" -o jsonpath='{.spec.containers[0].image}')" = "$second" ] || die "$m not on $second"
+  done
+  show | sed 's/^/    /'
+  writer_finish w-upgrade
+  record upgrade "$t" "$WRITER_ACKED" "$WRITER_LOST"
+}
+
+scenario_storage() {
+  local t=$SECONDS
+  log "editing spec.storage.size: refused with a condition, the cluster keeps serving"
+  writer_start w-storage e2e/storage/
+  local gen
+  if ! kn patch raftcluster "$RC" --type merge -p '{"spec":{"storage":{"size":"128Mi"}}}' >"$WORK/patch" 2>&1; then
+    echo "    the API server refused the change: $(cat "$WORK/patch")"
+  else
+    gen=$(kn get raftcluster "$RC" -o jsonpath='{.metadata.generation}')
+    wait_for "Reconciled=False StorageImmutable" reconciled_reason_is StorageImmutable
+    kn get raftcluster "$RC" -o jsonpath='{.status.conditions[?(@.type=="Reconciled")].message}' | sed 's/^/    /'; echo
+    [ "$(jp '{.status.observedGeneration}')" = "$gen" ] || die "status stopped following the spec"
+    [ "$(kn get pvc "data-$RC-0" -o jsonpath='{.spec.resources.requests.storage}')" = 64Mi ] || die "claim changed"
+    settled 3 || wait_for "still 3 voters" settled 3
+    kn patch raftcluster "$RC" --type merge -p '{"spec":{"storage":{"size":"64Mi"}}}' >/dev/null
+    wait_for "Reconciled=True again" reconciled_reason_is ReconcileSucceeded
+  fi
+  writer_finish w-storage
+  record storage "$t" "$WRITER_ACKED" "$WRITER_LOST"
 }
 
 scenario_metrics() {
@@ -428,7 +525,14 @@ PY
   sleep 60
   b=$(k get --raw "/api/v1/namespaces/$OPNS/services/$svc:8080/proxy/metrics" | awk '/^flotilla_operator_reconciliations_total/ {print $2}')
   echo "    reconciles in 60 s at idle: $((${b%.*} - ${a%.*}))" | tee -a "$WORK/timings"
-  record metrics "$t" - 0
+  log "reconciles per minute under write load (60 s)"
+  writer_start w-metrics e2e/metrics/
+  a=$(k get --raw "/api/v1/namespaces/$OPNS/services/$svc:8080/proxy/metrics" | awk '/^flotilla_operator_reconciliations_total/ {print $2}')
+  sleep 60
+  b=$(k get --raw "/api/v1/namespaces/$OPNS/services/$svc:8080/proxy/metrics" | awk '/^flotilla_operator_reconciliations_total/ {print $2}')
+  echo "    reconciles in 60 s under write load: $((${b%.*} - ${a%.*}))" | tee -a "$WORK/timings"
+  writer_finish w-metrics
+  record metrics "$t" "$WRITER_ACKED" "$WRITER_LOST"
 }
 
 teardown() {

@@ -5,10 +5,9 @@
 //! acknowledged write may be lost, at most one membership change is made per pass, a leader
 //! exists whenever the operator looks, and the status is right at the end.
 //!
-//! Needs the node binary: `FLOTILLA_BIN`, or `flotilla` in the same target folder as this test
-//! (a workspace test run builds it; `scripts/test.sh` builds it first). Alone:
+//! Needs the node binary: `FLOTILLA_BIN`, or `flotilla` in the same target folder as this test,
+//! which the test builds itself first (cargo makes that a no-op when it is up to date):
 //!
-//!   cargo build -p flotilla-node --bin flotilla
 //!   cargo test -p flotilla-operator --test processes -- --nocapture
 
 use std::collections::BTreeMap;
@@ -226,24 +225,50 @@ impl Drop for Kubelet {
 }
 
 /// The `flotilla` binary: `FLOTILLA_BIN`, else the one beside this test in the target folder
-/// (`target/<profile>/deps/processes-…` → `target/<profile>/flotilla`).
+/// (`target/<profile>/deps/processes-…` → `target/<profile>/flotilla`), built first with the
+/// same cargo and profile — a no-op when it is up to date — so `cargo test --workspace` on a
+/// fresh clone needs no earlier build step (an integration test of another crate's binary
+/// gets no `CARGO_BIN_EXE_*`).
 fn node_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     if let Some(p) = std::env::var_os("FLOTILLA_BIN") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("flotilla"))
-        .expect("target folder");
-    assert!(
-        bin.exists(),
-        "{} not found: run `cargo build -p flotilla-node --bin flotilla` (scripts/test.sh does) \
-         or set FLOTILLA_BIN",
-        bin.display()
-    );
-    bin
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("current_exe");
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("target/<profile>")
+                .to_path_buf();
+            let target_dir = profile_dir.parent().expect("target folder");
+            let mut cargo =
+                Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+            cargo
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "flotilla-node",
+                    "--bin",
+                    "flotilla",
+                ])
+                .arg("--target-dir")
+                .arg(target_dir);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().expect("run cargo build");
+            assert!(
+                status.success(),
+                "cargo build -p flotilla-node --bin flotilla failed"
+            );
+            let bin = profile_dir.join("flotilla");
+            assert!(bin.exists(), "{} not built", bin.display());
+            bin
+        })
+        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
