@@ -8,7 +8,7 @@
 //! malformed is a [`CodecError`] — never a panic and never a silently defaulted value: a message
 //! misread as a plausible one (an empty body taken for a vote grant, say) is a safety bug, not
 //! a nuisance. The cluster id of every envelope is checked here too, so traffic from another
-//! cluster never reaches the core (DESIGN.md, identity rules).
+//! cluster never reaches the core (docs/ARCHITECTURE.md, "Identity rules").
 //!
 //! Snapshots travel over their own RPC in chunks: [`snapshot_chunks`] splits an
 //! `InstallSnapshot` message, [`SnapshotAssembler`] joins the chunks back with a size bound.

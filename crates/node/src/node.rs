@@ -150,7 +150,7 @@ async fn identity(
     let given_cluster = bootstrap_cluster_id(cfg, &bootstrap_members);
     if let Some(id) = store.identity()? {
         if cfg.join.is_none() && cfg.initial_cluster.is_some() {
-            // The flags describe a cluster: the volume must belong to it (DESIGN.md identity
+            // The flags describe a cluster: the volume must belong to it (docs/ARCHITECTURE.md identity
             // rule); a mismatch stops the start instead of merging unrelated logs.
             store.set_identity(&MemberIdentity {
                 cluster_id: given_cluster,

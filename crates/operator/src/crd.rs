@@ -183,8 +183,8 @@ pub enum RetentionPolicy {
     /// starts that ordinal from an empty volume, as a new member — the safe default.
     #[default]
     Delete,
-    /// Keep the claim (for forensics). A later scale-up that reuses the ordinal finds a volume of
-    /// a removed member, which the node refuses; the operator then treats it as a lost volume.
+    /// Keep the claim (for forensics). The cluster then cannot grow onto that ordinal: the
+    /// operator refuses with `Reconciled=False StaleVolumeRetained` until the claim is deleted.
     Retain,
 }
 

@@ -1,7 +1,7 @@
 //! The Flotilla operator: runs `RaftCluster` resources on Kubernetes.
 //!
 //! The reconciler is split in three so that every decision can be tested without a cluster
-//! (DESIGN.md, "Testing the operator without a Kubernetes cluster"):
+//! (docs/ARCHITECTURE.md, "Testing"):
 //! - *observe* ([`observe`]): read the RaftCluster, its StatefulSet, pods, claims and the nodes'
 //!   admin status into one snapshot;
 //! - *plan* ([`plan`]): a pure function from that snapshot to the next step;

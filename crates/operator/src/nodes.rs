@@ -1,6 +1,6 @@
 //! Talking to the Flotilla nodes: the admin gRPC API behind a narrow trait.
 //!
-//! The operator reaches nodes only through `flotilla.admin.v1.Admin` (DESIGN.md: never through
+//! The operator reaches nodes only through `flotilla.admin.v1.Admin` (docs/ARCHITECTURE.md: never through
 //! files). The trait exists so the plan/act loop runs against real nodes in production and
 //! against an in-memory cluster model or local `flotilla` processes in tests. A node is named by
 //! (cluster names, ordinal); how that maps to an address is the implementation's business (pod

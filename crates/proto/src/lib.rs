@@ -1,6 +1,6 @@
 //! # flotilla-proto
 //!
-//! Code generated from the workspace's `proto/` folder, and nothing else (DESIGN.md: generated
+//! Code generated from the workspace's `proto/` folder, and nothing else (docs/ARCHITECTURE.md: generated
 //! code lives only here). `build.rs` compiles the files with `protox`, so building needs cargo
 //! alone.
 //!

@@ -1,6 +1,6 @@
 //! `Ready::early_messages`: which messages may leave before the persist step (crate docs,
 //! Ready contract step 0), and that sending them early never lets the leader count its own
-//! unsynced entries toward the commit quorum (RAFT-PITFALLS.md 1).
+//! unsynced entries toward the commit quorum (docs/ARCHITECTURE.md, "Raft pitfalls").
 
 mod support;
 

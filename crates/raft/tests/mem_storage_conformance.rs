@@ -1,5 +1,5 @@
 //! The in-memory store passes the same public conformance suite as the node's sled store
-//! (STYLE item 5: one suite, every implementation).
+//! (one suite, every implementation).
 
 use flotilla_raft::MemStorage;
 use flotilla_raft::testing::Suite;

@@ -1,5 +1,5 @@
 //! The core against the Raft paper (§5), the thesis (pre-vote, check-quorum, stickiness,
-//! membership, transfer) and RAFT-PITFALLS.md. Each test cites what it checks.
+//! membership, transfer) and the pitfalls listed in docs/ARCHITECTURE.md. Each test cites what it checks.
 //!
 //! Runs on the tiny deterministic network in `support/` (FIFO delivery until quiet, cut
 //! links for partitions), not on the simulator.

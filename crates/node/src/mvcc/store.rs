@@ -10,7 +10,7 @@
 //! exactly as of some applied index, and the node re-applies the log from there (pitfall 3:
 //! nothing applied twice, nothing lost). The store never flushes: the Raft log is durable
 //! before an entry is applied, so losing unflushed state-machine writes only means applying
-//! those entries again; the node's group commit flushes the shared Db anyway.
+//! those entries again (sled is made durable before the WAL drops any entry it produced).
 //!
 //! Writes mutate the in-memory index and leases while the batch is built. If the batch cannot
 //! be written, or a request fails after it started changing things, the in-memory state is

@@ -1,7 +1,7 @@
 //! A member's identity as written on its volume, and the error that stops a node from starting
 //! on a volume that belongs to another cluster or member.
 //!
-//! DESIGN.md's identity rule: (cluster id, member id) is written once, when the member first
+//! The identity rule (docs/ARCHITECTURE.md): (cluster id, member id) is written once, when the member first
 //! joins, and never silently re-initialised. A node started with a volume from another cluster
 //! would otherwise merge two logs that share nothing but index numbers.
 

@@ -1,31 +1,30 @@
-//! The durable Raft log store on sled: [`SledLogStore`] implements flotilla-raft's
-//! [`Storage`](flotilla_raft::Storage) and [`LogStore`](flotilla_raft::LogStore) traits, and
-//! keeps the member identity of the volume.
-//!
-//! # Layout
-//!
-//! The node opens one `sled::Db` at `<data-dir>/db` ([`open_db`]) and hands clones to this
-//! store and to the MVCC store. The Raft state lives in the tree [`TREE_NAME`]; the byte layout
-//! is in [`codec`] (big-endian index keys, so sled's order is log order). Snapshot images live
-//! apart, in [`SNAPSHOT_TREE_NAME`], so that sled does not rewrite a multi-megabyte page each
-//! time it consolidates updates to the hard state (see [`log_store`]).
+//! Durable storage of one member: the Raft log and hard state in an append-only WAL
+//! ([`wal`]), and everything else in one sled database ([`open_db`], shared with the MVCC
+//! store): snapshot metadata and images, the member identity of the volume ([`identity`]), the
+//! key-value data. [`SledLogStore`] (in [`log_store`]) puts the two together behind
+//! flotilla-raft's [`Storage`](flotilla_raft::Storage) and
+//! [`LogStore`](flotilla_raft::LogStore) traits; the entries since the last snapshot are also
+//! kept in memory, so the core's reads never touch the disk. docs/ARCHITECTURE.md ("Storage on
+//! disk") draws the layout.
 //!
 //! # Why fdatasync, and why once per Ready
 //!
 //! Raft's safety rests on what a node has promised: a vote, or an acknowledged append, must
 //! survive a crash, or a restarted node can vote twice in one term and elect two leaders, or
-//! forget entries a leader counted as committed (RAFT-PITFALLS 1–2). sled 0.34's `flush()` only
-//! calls `sync_file_range`, which survives `kill -9` but not a power cut: it flushes neither the
-//! file size nor the disk's write cache (measured: 9,003 `sync_file_range`, 7 `fsync` in 3 s of
-//! flushes). So [`LogStore::sync`](flotilla_raft::LogStore::sync) is `flush()` plus fdatasync of
-//! every file sled wrote ([`durable`]).
+//! forget entries a leader counted as committed (docs/ARCHITECTURE.md, "Raft pitfalls"). So
+//! [`LogStore::sync`](flotilla_raft::LogStore::sync) writes the Ready's WAL records and calls
+//! fdatasync on the segment, once per Raft `Ready` — group commit: `append` and
+//! `set_hard_state` only buffer, and the caller syncs once after persisting the whole Ready and
+//! before sending any message of it. Under load a Ready carries many proposals, so the cost per
+//! entry falls as load rises (see `benches/log_store.rs`).
 //!
-//! An fdatasync costs a disk round trip (~0.2 ms here, milliseconds on network volumes), so it
-//! is paid once per Raft `Ready`, not once per entry: `append`, `set_hard_state` and the
-//! snapshot calls only write into sled's buffers, and the caller calls `sync` once after
-//! persisting the whole Ready and before sending any message of it (group commit). Under load
-//! a Ready carries many proposals, so the cost per entry falls as load rises (see
-//! `benches/log_store.rs`).
+//! sled is not synced per Ready: the MVCC writes and their applied index go in one sled batch,
+//! so a crash can only lose a suffix of applied entries, which the node applies again from the
+//! WAL. Before the WAL drops entries (compaction, an installed snapshot) the sled side is made
+//! durable with [`durable`]'s `DbSync`: sled 0.34's `flush()` only calls `sync_file_range`,
+//! which survives `kill -9` but not a power cut (it flushes neither the file size nor the
+//! disk's write cache: measured 9,003 `sync_file_range`, 7 `fsync` in 3 s of flushes), so
+//! `DbSync` adds an fdatasync of every file sled wrote.
 //!
 //! Durability is tested, not assumed: `storage::tests::syscalls` runs a workload under
 //! `strace -f -c` and counts the fdatasync calls.

@@ -154,7 +154,7 @@ impl Profile {
 }
 
 /// A deliberate bug in the simulator's own caller code (never in the core), used to prove that
-/// the invariants catch the class of mistake it stands for (STYLE item 9).
+/// the invariants catch the class of mistake it stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mutation {
     /// Faithful caller.

@@ -3,7 +3,7 @@
 //! One `u64` seed decides everything — cluster size, Raft settings, fault rates, the workload
 //! and every random choice along the way — so a failing seed replays exactly. N
 //! `RawNode<MemStorage>` talk through a simulated [`network::Network`]; time is the tick count.
-//! A run has two phases (STYLE item 8): a *safety* phase of `steps` ticks with faults and a
+//! A run has two phases: a *safety* phase of `steps` ticks with faults and a
 //! busy workload, then a *liveness* phase that heals everything, restarts crashed nodes and
 //! requires a leader to be elected and a new write to commit on every member within a bound.
 //!
