@@ -21,6 +21,8 @@
 #   upgrade   spec.image and a raft setting change while one member is frozen (SIGSTOP): the
 #             operator waits, never takes a second member down, restarts the leader last
 #   storage   spec.storage.size edited: refused with a condition, the cluster keeps serving
+#   badspec   replicas: 0 refused by the API server; heartbeatTicks ≥ electionTicks gets
+#             Reconciled=False InvalidSpec and an Event, and no StatefulSet
 #   metrics   each pod's /metrics (pod IP, through the API server's proxy) and the operator's;
 #             every metric the Grafana dashboard queries exists; reconciles per minute at idle
 #
@@ -40,7 +42,7 @@ RC=demo
 TIMEOUT="${E2E_TIMEOUT:-300}"
 HELM="$ROOT/tests/e2e/helm.sh"
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(install scale pods operator kill9 upgrade storage metrics)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(install scale pods operator kill9 upgrade storage badspec metrics)
 # Every other scenario works on the cluster `install` creates.
 [ "${SCENARIOS[0]}" = install ] || SCENARIOS=(install "${SCENARIOS[@]}")
 WORK="$(mktemp -d /tmp/flotilla-e2e.XXXXXX)"
@@ -471,6 +473,39 @@ scenario_storage() {
   fi
   writer_finish w-storage
   record storage "$t" "$WRITER_ACKED" "$WRITER_LOST"
+}
+
+scenario_badspec() {
+  local t=$SECONDS
+  log "bad input: rejected by the schema, or a condition and nothing touched"
+  local out
+  if out=$(cat <<YAML | kn apply -f - 2>&1
+apiVersion: flotilla.dev/v1alpha1
+kind: RaftCluster
+metadata: {name: zero}
+spec: {replicas: 0, image: $IMAGE}
+YAML
+  ); then die "replicas: 0 was accepted: $out"; fi
+  echo "    replicas: 0 → $(tail -1 <<<"$out")"
+  cat <<YAML | kn apply -f - >/dev/null
+apiVersion: flotilla.dev/v1alpha1
+kind: RaftCluster
+metadata: {name: bad}
+spec:
+  replicas: 3
+  image: $IMAGE
+  raft: {heartbeatTicks: 10, electionTicks: 10}
+YAML
+  wait_for "bad: Reconciled=False InvalidSpec" bad_is_invalid
+  echo "    bad: $(kn get raftcluster bad -o jsonpath='{.status.conditions[?(@.type=="Reconciled")].message}')"
+  ! kn get sts bad >/dev/null 2>&1 || die "a StatefulSet was created for an invalid spec"
+  kn get events --field-selector involvedObject.name=bad,reason=InvalidSpec -o name | grep -q . || die "no InvalidSpec Event"
+  kn delete raftcluster bad --wait=true >/dev/null
+  settled 3 || die "the running cluster was disturbed"
+  record badspec "$t" - 0
+}
+bad_is_invalid() {
+  [ "$(kn get raftcluster bad -o jsonpath='{.status.conditions[?(@.type=="Reconciled")].reason}')" = InvalidSpec ]
 }
 
 scenario_metrics() {
