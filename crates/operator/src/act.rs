@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -334,7 +334,13 @@ impl Actions for KubeApi {
             reason: note.reason.into(),
             note: Some(note.message.clone()),
             action: note.reason.into(),
-            secondary: None,
+            secondary: note.subject.as_ref().map(|pod| ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.clone()),
+                namespace: rc.namespace(),
+                ..ObjectReference::default()
+            }),
         };
         self.recorder.publish(&ev, &rc.object_ref(&())).await?;
         Ok(())

@@ -167,6 +167,7 @@ pub async fn reconcile_once<K: Reads + Actions, N: NodeClient>(
             severity: plan::Severity::Warning,
             reason: f.reason,
             message: f.message.clone(),
+            subject: None,
         };
         if let Err(e) = ctx.kube.publish(rc, &n).await {
             warn!(reason = n.reason, error = %e, "publishing event failed");

@@ -255,6 +255,11 @@ pub struct Note {
     pub reason: &'static str,
     /// Human-readable text.
     pub message: String,
+    /// The member (pod) the Event is about, when it is about one. It becomes the Event's
+    /// `related` object — which also keeps Events of one reason about different members
+    /// apart: the Event recorder folds Events with the same reason and objects into one
+    /// series that shows only the first message.
+    pub subject: Option<String>,
 }
 
 /// The outcome of one planning pass.
@@ -293,7 +298,17 @@ fn note(severity: Severity, reason: &'static str, message: String) -> Note {
         severity,
         reason,
         message,
+        subject: None,
     }
+}
+
+/// The first member name (`<cluster>-<ordinal>`) a message mentions.
+fn first_member(cluster: &str, message: &str) -> Option<String> {
+    message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        .map(|w| w.trim_end_matches('.'))
+        .find(|w| ordinal_of(cluster, w).is_some())
+        .map(str::to_owned)
 }
 
 fn ordinal_of(cluster: &str, member: &str) -> Option<u32> {
@@ -347,6 +362,9 @@ pub fn plan(o: &Observed) -> Plan {
     }
     decide(o, &mut p);
     p.status = status(o, &p);
+    for n in &mut p.notes {
+        n.subject = first_member(&o.name, &n.message);
+    }
     p
 }
 

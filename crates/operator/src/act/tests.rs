@@ -239,6 +239,7 @@ async fn events_go_to_events_k8s_io_with_reason_and_note() {
     let (api, mut server) = api();
     let rc = cluster(3);
     let n = Note {
+        subject: Some("demo-2".into()),
         severity: Severity::Warning,
         reason: "MemberUnhealthy",
         message: "demo-2 is down".into(),
@@ -256,6 +257,8 @@ async fn events_go_to_events_k8s_io_with_reason_and_note() {
     assert_eq!(body["reason"], "MemberUnhealthy");
     assert_eq!(body["note"], "demo-2 is down");
     assert_eq!(body["regarding"]["kind"], "RaftCluster");
+    assert_eq!(body["related"]["kind"], "Pod");
+    assert_eq!(body["related"]["name"], "demo-2");
     assert_eq!(body["reportingController"], "flotilla-operator");
     send.send_response(
         Response::builder()

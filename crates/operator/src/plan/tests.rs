@@ -890,6 +890,16 @@ fn rolling_update_restarts_followers_one_at_a_time_and_the_leader_last() {
     let p = plan(&o);
     assert_eq!(p.actions, [Action::RestartPod { ordinal: 2 }]);
     assert!(reasons(&p).contains(&"RestartingForUpdate"));
+    let n = p
+        .notes
+        .iter()
+        .find(|n| n.reason == "RestartingForUpdate")
+        .expect("note");
+    assert_eq!(
+        n.subject.as_deref(),
+        Some("demo-2"),
+        "the Event is about the pod"
+    );
     assert_eq!(p.status.phase, Phase::Updating);
     assert_eq!(cond(&p, "Progressing").reason, "RollingUpdate");
     assert_eq!(p.status.updated_replicas, 0);
