@@ -525,3 +525,18 @@ fn dockerfile_uses_the_base_images_the_script_makes_and_runs_as_non_root() {
         );
     }
 }
+
+#[test]
+fn admission_policy_is_gated_on_the_api_and_names_real_fields() {
+    let t = read("charts/flotilla-operator/templates/validatingadmissionpolicy.yaml");
+    assert!(
+        t.contains(r#".Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy""#),
+        "rendered only where the server serves the API"
+    );
+    let crd = read("deploy/crds/raftcluster.yaml");
+    for field in ["heartbeatTicks", "electionTicks", "storage"] {
+        assert!(t.contains(&format!(".{field}")), "{field} in the policy");
+        assert!(crd.contains(&format!("{field}:")), "{field} in the CRD");
+    }
+    assert!(t.contains("validationActions: [Deny]"));
+}
