@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod authority;
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod dev;

@@ -1,6 +1,7 @@
 //! The `flotilla` binary: `flotilla node …` runs one member, `flotilla dev` a local cluster.
 
 use clap::Parser;
+use flotilla_node::cli::shutdown_signal;
 use flotilla_node::config::{Cli, Command, SnapshotCommand};
 use tracing_subscriber::EnvFilter;
 
@@ -10,28 +11,6 @@ use tracing_subscriber::EnvFilter;
 // free lists are cheaper for that pattern.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

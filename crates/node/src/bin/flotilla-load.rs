@@ -11,6 +11,7 @@
 //! flotilla-load --endpoints 127.0.0.1:2379,127.0.0.1:22379 --clients 64 --duration 10s
 //! ```
 
+use flotilla_node::cli::parse_duration;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -48,19 +49,6 @@ struct Args {
     /// Label printed with the result line (e.g. "flotilla" or "etcd").
     #[arg(long, default_value = "target")]
     label: String,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("bad duration unit in {s:?} (use ms, s or m)")),
-    }
 }
 
 #[derive(Default)]

@@ -44,6 +44,7 @@
 //! flotilla-writer --endpoints demo.e2e.svc:2379 --prefix e2e/scale/ --stop-file /tmp/stop
 //! ```
 
+use flotilla_node::cli::{parse_duration, shutdown_signal};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -97,20 +98,6 @@ struct Args {
     /// Value size in bytes (at least the encoded seq's length).
     #[arg(long, env = "FLOTILLA_WRITER_VALUE_SIZE", default_value_t = 64)]
     value_size: usize,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(format!("bad duration unit in {s:?} (use ms, s, m or h)")),
-    }
 }
 
 // ---- keys, values and the check (pure) ----
@@ -470,28 +457,6 @@ async fn run_worker(
         kv = eps.client(ep);
     }
     log
-}
-
-/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }
 
 /// Resolves with the reason writing should stop.
