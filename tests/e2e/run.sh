@@ -93,6 +93,7 @@ settled() {
 }
 member_id() { jp "{.status.members[?(@.name==\"$1\")].id}"; }
 # Conditions for wait_for: functions, so each retry reads the cluster again.
+claims_are() { [ "$(kn get pvc -o name | wc -l)" = "$1" ]; }
 ns_gone() { ! k get namespace "$NS" >/dev/null 2>&1; }
 pod_phase_is() { [ "$(kn get pod "$1" -o jsonpath='{.status.phase}' 2>/dev/null)" = "$2" ]; }
 sts_at() { [ "$(kn get sts "$RC" -o jsonpath='{.spec.replicas}' 2>/dev/null)" = "$1" ]; }
@@ -265,7 +266,7 @@ scenario_scale() {
   scale_to 1
   scale_to 3
   writer_finish w-scale
-  [ "$(kn get pvc -o name | wc -l)" = 3 ] || die "claims of removed members were not deleted: $(kn get pvc -o name)"
+  wait_for "the claims of removed members deleted (3 left)" claims_are 3
   record scale "$t" "$WRITER_ACKED" "$WRITER_LOST"
 }
 
