@@ -72,6 +72,17 @@ fn members_join_as_learners_get_promoted_removed_and_lead() {
             .expect("learner in status");
         assert!(m.is_learner);
         assert!(m.match_index.is_some() && m.lag.is_some());
+        wait_until(
+            Duration::from_secs(10),
+            "the leader says it is caught up",
+            || {
+                admin_status(&ep0)
+                    .members
+                    .iter()
+                    .any(|m| m.id == id && m.caught_up == Some(true))
+                    .then_some(())
+            },
+        );
         wait_until(Duration::from_secs(10), "promotion succeeds", || {
             etcdctl(&ep0, &["member", "promote", &format!("{id:x}")])
                 .status
@@ -166,6 +177,12 @@ fn promotion_of_a_learner_that_is_behind_is_refused() {
     for i in 0..100 {
         etcdctl_ok(&ep, &["put", &format!("b{i}"), "v"]);
     }
+    let learner = admin_status(&ep)
+        .members
+        .into_iter()
+        .find(|m| m.is_learner)
+        .expect("the learner in the leader's status");
+    assert_eq!(learner.caught_up, Some(false), "{learner:?}");
     let out = etcdctl(&ep, &["member", "promote", &id]);
     assert!(!out.status.success(), "a lagging learner was promoted");
     let err = String::from_utf8_lossy(&out.stderr);

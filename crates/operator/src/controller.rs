@@ -104,12 +104,7 @@ pub async fn observe<K: Reads, N: NodeClient>(
         config_map,
         statuses,
     };
-    Ok(observe::observed(
-        rc,
-        names,
-        &inputs,
-        Timestamp::now().to_string(),
-    ))
+    Ok(observe::observed(rc, names, &inputs, Timestamp::now()))
 }
 
 /// A step the server or a node refused: why, for the condition, the Event and the error.

@@ -80,6 +80,17 @@ pub struct RaftClusterSpec {
     /// Where the pods may run.
     #[serde(default)]
     pub scheduling: SchedulingSpec,
+    /// Seconds a new member may stay a learner, catching up with the leader, before the
+    /// operator reports it stuck (`Progressing=False`, reason `CatchUpDeadlineExceeded`, and a
+    /// Warning Event) — as a Deployment's `progressDeadlineSeconds`. The operator keeps
+    /// waiting and promotes the member once it catches up; it never removes it on a timeout.
+    #[serde(default = "default_catch_up_deadline_seconds")]
+    #[schemars(range(min = 1))]
+    pub catch_up_deadline_seconds: u32,
+}
+
+fn default_catch_up_deadline_seconds() -> u32 {
+    600
 }
 
 /// The most members a cluster may have (the schema's bound, checked again by the operator).

@@ -12,11 +12,14 @@ use std::collections::BTreeMap;
 
 use flotilla_proto::admin::{Role, StatusResponse};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::act::StsView;
 use crate::crd::RaftCluster;
-use crate::plan::{ClusterView, MemberView, NodeIdentity, Observed, PodView, PvcView};
-use crate::resources::{ClaimStorage, Names, selector_string};
+use crate::plan::{
+    CATCH_UP_BOUND, ClusterView, MemberView, NodeIdentity, Observed, PodView, PvcView,
+};
+use crate::resources::{CONTAINER, ClaimStorage, Names, selector_string};
 
 /// The text the node logs when it cannot join because a member with its peer URL already
 /// exists (etcd's wording, which the node keeps): the sign of a pod that lost its volume.
@@ -48,6 +51,7 @@ fn pod_view(
     pod: &Pod,
     statuses: &BTreeMap<u32, StatusResponse>,
     claims: &[u32],
+    now: Timestamp,
 ) -> Option<PodView> {
     let ordinal = names.ordinal_of(pod.metadata.name.as_deref()?)?;
     let st = pod.status.as_ref();
@@ -82,8 +86,28 @@ fn pod_view(
             .as_ref()
             .and_then(|l| l.get(REVISION_LABEL))
             .cloned(),
+        up_secs: if deleting { None } else { up_secs(pod, now) },
         node,
     })
+}
+
+/// Seconds the `flotilla` container has been running, by its own start time.
+fn up_secs(pod: &Pod, now: Timestamp) -> Option<u64> {
+    let started = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == CONTAINER)?
+        .state
+        .as_ref()?
+        .running
+        .as_ref()?
+        .started_at
+        .as_ref()?
+        .0;
+    u64::try_from(now.duration_since(started).as_secs()).ok()
 }
 
 /// The container is not running and its last run ended with the join refusal: `Some(holder)`
@@ -144,13 +168,17 @@ pub fn cluster_view(statuses: &BTreeMap<u32, StatusResponse>) -> Option<ClusterV
                 healthy: m.id == leader.id || m.healthy.unwrap_or(false),
                 match_index: m.match_index.unwrap_or(0),
                 lag: m.lag.unwrap_or(u64::MAX),
+                // Nodes older than the `caught_up` field: a fixed bound.
+                caught_up: m
+                    .caught_up
+                    .unwrap_or_else(|| m.lag.is_some_and(|lag| lag <= CATCH_UP_BOUND)),
             })
             .collect(),
     })
 }
 
 /// The snapshot the plan works from.
-pub fn observed(rc: &RaftCluster, names: &Names, inputs: &Inputs, now: String) -> Observed {
+pub fn observed(rc: &RaftCluster, names: &Names, inputs: &Inputs, now: Timestamp) -> Observed {
     let claims: Vec<u32> = inputs
         .pvcs
         .iter()
@@ -159,7 +187,7 @@ pub fn observed(rc: &RaftCluster, names: &Names, inputs: &Inputs, now: String) -
     let mut pods: Vec<PodView> = inputs
         .pods
         .iter()
-        .filter_map(|p| pod_view(names, p, &inputs.statuses, &claims))
+        .filter_map(|p| pod_view(names, p, &inputs.statuses, &claims, now))
         .collect();
     pods.sort_by_key(|p| p.ordinal);
     let mut pvcs: Vec<PvcView> = inputs
@@ -184,13 +212,14 @@ pub fn observed(rc: &RaftCluster, names: &Names, inputs: &Inputs, now: String) -
         generation: rc.metadata.generation,
         desired: rc.spec.replicas,
         retention: rc.spec.storage.retention_on_scale_down,
+        catch_up_deadline_secs: u64::from(rc.spec.catch_up_deadline_seconds),
         sts_replicas: inputs.sts.as_ref().map(|s| s.replicas),
         pods,
         pvcs,
         bootstrapped,
         cluster: cluster_view(&inputs.statuses),
         previous: rc.status.clone(),
-        now,
+        now: now.to_string(),
         selector: selector_string(names),
         applied: inputs
             .statuses
@@ -316,7 +345,7 @@ mod tests {
             config_map: Some(serde_json::from_value(json!({"metadata": {"name": "demo-config"}, "data": {"CLUSTER_STATE": "existing"}})).expect("cm")),
             statuses: BTreeMap::from([(0, status(0, Role::Leader, 1, vec![member(0, false, None)]))]),
         };
-        let o = observed(&rc, &names, &inputs, "now".into());
+        let o = observed(&rc, &names, &inputs, Timestamp::UNIX_EPOCH);
         assert_eq!(o.pods.len(), 2, "pods of other clusters are ignored");
         assert!(o.pods[0].ready);
         assert_eq!(

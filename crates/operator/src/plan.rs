@@ -24,8 +24,14 @@
 //!    configuration no longer has (removed while it was away) gets a fresh volume: its claim
 //!    and the pod are deleted, and it joins as a new member. A pod already being deleted is
 //!    never deleted again.
-//! 7. A learner: promote it once it is healthy and within [`CATCH_UP_BOUND`] entries of the
-//!    leader, and only if the larger voter set still has a quorum of healthy voters.
+//! 7. A learner: promote it once it is healthy and caught up — the leader's own judgement,
+//!    relative to its progress (the learner has what the leader's log held an election timeout
+//!    or two ago), so a learner that keeps pace under sustained writes is promoted even though
+//!    it is never within a fixed number of entries when polled — and only if the larger voter
+//!    set still has a quorum of healthy voters. A learner still catching up after
+//!    `spec.catchUpDeadlineSeconds` is reported (`Progressing=False CatchUpDeadlineExceeded`,
+//!    `Reconciled=False`, a Warning Event) and still waited for: a slow member is no reason
+//!    to remove one.
 //! 8. A pod created from an older template than the StatefulSet's current one (an image or
 //!    setting change): restart one member at a time, and only while every member is healthy,
 //!    caught up and Ready — so a member already down stops the update instead of becoming
@@ -47,7 +53,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::crd::{Condition, MemberRole, MemberStatus, Phase, RaftClusterStatus, RetentionPolicy};
 
-/// A learner is promoted once it lags the leader by at most this many entries.
+/// Nodes that do not report whether a learner is caught up (older versions): it is promoted
+/// once it lags the leader by at most this many entries.
 pub const CATCH_UP_BOUND: u64 = 100;
 
 /// What the node on a pod says about itself.
@@ -89,6 +96,8 @@ pub struct PodView {
     pub term: u64,
     /// The revision of the StatefulSet template it was created from.
     pub revision: Option<String>,
+    /// Seconds its `flotilla` container has been running (`None` when it is not running).
+    pub up_secs: Option<u64>,
     /// What its node says.
     pub node: NodeIdentity,
 }
@@ -117,6 +126,9 @@ pub struct MemberView {
     pub match_index: u64,
     /// Entries behind the leader.
     pub lag: u64,
+    /// The leader would accept its promotion now: it keeps pace with the leader's log (it has
+    /// what the leader had an election timeout or two ago), whatever the write rate.
+    pub caught_up: bool,
 }
 
 /// The leader's view of the cluster.
@@ -147,6 +159,8 @@ pub struct Observed {
     pub desired: i32,
     /// `spec.storage.retentionOnScaleDown`.
     pub retention: RetentionPolicy,
+    /// `spec.catchUpDeadlineSeconds`.
+    pub catch_up_deadline_secs: u64,
     /// `spec.replicas` of the StatefulSet, if it exists.
     pub sts_replicas: Option<i32>,
     /// The StatefulSet's pods.
@@ -599,7 +613,8 @@ fn decide(o: &Observed, p: &mut Plan) {
     // Rule 7.
     if let Some(l) = c.members.iter().find(|m| m.is_learner) {
         p.busy = true;
-        if !l.healthy || l.lag > CATCH_UP_BOUND {
+        if !l.healthy || !l.caught_up {
+            catch_up_deadline(o, p, l);
             return;
         }
         let n = voters.len() + 1;
@@ -819,6 +834,42 @@ fn rolling_update(o: &Observed, c: &ClusterView, sts: i32, p: &mut Plan) -> bool
     true
 }
 
+/// Reports a learner that has been catching up for longer than the spec allows. The time is
+/// its pod's: a learner joins when its container starts.
+fn catch_up_deadline(o: &Observed, p: &mut Plan, l: &MemberView) {
+    let Some(up) = ordinal_of(&o.name, &l.name)
+        .and_then(|k| o.pods.iter().find(|pv| pv.ordinal == k))
+        .and_then(|pv| pv.up_secs)
+    else {
+        return;
+    };
+    if up <= o.catch_up_deadline_secs {
+        return;
+    }
+    let why = format!(
+        "{} ({}) has been catching up for {up} s, past spec.catchUpDeadlineSeconds ({} s): \
+         it is {} entries behind the leader{}; it stays a learner until it keeps pace",
+        l.name,
+        hex(l.id),
+        o.catch_up_deadline_secs,
+        l.lag,
+        if l.healthy {
+            ""
+        } else {
+            " and does not answer it"
+        }
+    );
+    p.notes.push(note(
+        Severity::Warning,
+        CATCH_UP_DEADLINE_EXCEEDED,
+        why.clone(),
+    ));
+    p.problems.push((CATCH_UP_DEADLINE_EXCEEDED, why));
+}
+
+/// The reason of the condition and Event that report a learner stuck catching up.
+pub const CATCH_UP_DEADLINE_EXCEEDED: &str = "CatchUpDeadlineExceeded";
+
 fn condition(o: &Observed, type_: &str, ok: bool, reason: &str, message: String) -> Condition {
     let status = if ok { "True" } else { "False" }.to_owned();
     let last = o
@@ -937,34 +988,41 @@ fn status(o: &Observed, p: &Plan) -> RaftClusterStatus {
                 None => "no leader is visible to the operator".to_owned(),
             },
         ),
-        condition(
-            o,
-            "Progressing",
-            scaling,
-            if !scaling {
-                "Stable"
-            } else if o.desired > sts {
-                "ScalingUp"
-            } else if o.desired < sts {
-                "ScalingDown"
-            } else if updating {
-                "RollingUpdate"
-            } else {
-                "Reconciling"
-            },
-            if updating {
-                format!(
-                    "{} of {sts} members run the current pod template",
-                    sts as usize - stale
-                )
-            } else {
-                format!(
-                    "{} of {} members in the configuration, StatefulSet at {sts}",
-                    members.len(),
-                    o.desired
-                )
-            },
-        ),
+        match p
+            .problems
+            .iter()
+            .find(|(r, _)| *r == CATCH_UP_DEADLINE_EXCEEDED)
+        {
+            Some((reason, why)) => condition(o, "Progressing", false, reason, why.clone()),
+            None => condition(
+                o,
+                "Progressing",
+                scaling,
+                if !scaling {
+                    "Stable"
+                } else if o.desired > sts {
+                    "ScalingUp"
+                } else if o.desired < sts {
+                    "ScalingDown"
+                } else if updating {
+                    "RollingUpdate"
+                } else {
+                    "Reconciling"
+                },
+                if updating {
+                    format!(
+                        "{} of {sts} members run the current pod template",
+                        sts as usize - stale
+                    )
+                } else {
+                    format!(
+                        "{} of {} members in the configuration, StatefulSet at {sts}",
+                        members.len(),
+                        o.desired
+                    )
+                },
+            ),
+        },
         condition(
             o,
             "Degraded",

@@ -280,6 +280,9 @@ impl ClaimStorage {
     }
 }
 
+/// The name of the member container in each pod.
+pub const CONTAINER: &str = "flotilla";
+
 /// The StatefulSet. It carries no `replicas`: server-side apply would then own the field and
 /// could undo a scale step; the size changes only through the plan's explicit scale actions
 /// (the `/scale` subresource), and a new StatefulSet starts at Kubernetes' default of one pod —
@@ -292,7 +295,7 @@ pub fn stateful_set(
     let names = Names::of(rc)?;
     let s = &rc.spec;
     let mut container = json!({
-        "name": "flotilla",
+        "name": CONTAINER,
         "image": s.image,
         "command": ["/bin/sh", "-c", START_SCRIPT],
         "env": [

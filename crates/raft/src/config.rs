@@ -37,8 +37,11 @@ pub struct Config {
     pub check_quorum: bool,
     /// Last index the caller's state machine has applied (used on restart).
     pub applied: u64,
-    /// A learner may be promoted only if its match index is within this many entries of the
-    /// leader's last index and no snapshot is in flight to it.
+    /// A learner may be promoted only if no snapshot is in flight to it and its match index
+    /// is within this many entries of the leader's last index — or has reached where the
+    /// leader's log ended one to two election timeouts ago, so that a learner keeping pace
+    /// with a leader under sustained load (never within a fixed bound when polled) is
+    /// promotable too.
     pub promotable_lag: u64,
     /// Seeds the node's own deterministic RNG.
     pub seed: u64,

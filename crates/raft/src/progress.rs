@@ -174,6 +174,7 @@ impl Progress {
             pending_snapshot: self.pending_snapshot,
             is_learner: self.is_learner,
             ticks_since_contact: self.ticks_since_contact,
+            caught_up: false,
         }
     }
 }

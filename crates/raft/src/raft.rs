@@ -54,6 +54,13 @@ pub(crate) struct Raft<S: Storage> {
     pre_vote: bool,
     check_quorum: bool,
     promotable_lag: u64,
+    /// Leader only: its last index as of one to two election timeouts ago. A learner whose
+    /// match index has reached it is caught up *relative to the leader's progress*: it is at
+    /// most about two election timeouts behind, however fast the leader appends — a fixed
+    /// entry bound alone never passes under sustained load.
+    catch_up_mark: u64,
+    /// The mark to be: the leader's last index at the latest election-timeout boundary.
+    catch_up_next: u64,
     rng: Rng,
     pub(crate) lead_transferee: NodeId,
     read_queue: VecDeque<ReadRequest>,
@@ -166,6 +173,8 @@ impl<S: Storage> Raft<S> {
             pre_vote: config.pre_vote,
             check_quorum: config.check_quorum,
             promotable_lag: config.promotable_lag,
+            catch_up_mark: u64::MAX,
+            catch_up_next: 0,
             rng: Rng::new(config.seed),
             lead_transferee: NO_NODE,
             read_queue: VecDeque::new(),
@@ -349,6 +358,10 @@ impl<S: Storage> Raft<S> {
         self.role = Role::Leader;
         self.leader = self.id;
         let last = self.log.last();
+        // No mark until a full election timeout has passed: until then only the fixed bound
+        // says whether a learner is caught up.
+        self.catch_up_mark = u64::MAX;
+        self.catch_up_next = last;
         self.prs.clear();
         for id in self.conf.members().collect::<Vec<_>>() {
             let mut p = Progress::new(
@@ -465,6 +478,7 @@ impl<S: Storage> Raft<S> {
         }
         if self.election_elapsed >= self.election_tick {
             self.election_elapsed = 0;
+            self.catch_up_mark = std::mem::replace(&mut self.catch_up_next, self.log.last());
             if self.check_quorum {
                 if !self.quorum_active() {
                     // Pitfall 12: a leader cut off from a majority steps down.
@@ -484,6 +498,21 @@ impl<S: Storage> Raft<S> {
             self.heartbeat_elapsed = 0;
             self.bcast_heartbeat(None);
         }
+    }
+
+    /// Leader only: whether member `id` may become a voter without slowing commits — no
+    /// snapshot in flight to it, and its match index within `promotable_lag` entries of the
+    /// leader's last index or past the leader's catch-up mark (where the leader's log ended
+    /// one to two election timeouts ago).
+    pub(crate) fn caught_up(&self, id: NodeId) -> bool {
+        let Some(p) = self.prs.get(&id) else {
+            return false;
+        };
+        if p.state == ProgressState::Snapshot {
+            return false;
+        }
+        p.matched.saturating_add(self.promotable_lag) >= self.log.last()
+            || p.matched >= self.catch_up_mark
     }
 
     fn quorum_active(&self) -> bool {
@@ -1189,15 +1218,11 @@ impl<S: Storage> Raft<S> {
                         "{id} is not a learner"
                     )));
                 }
-                let last_index = self.log.last();
-                let (matched, in_snapshot) = self.prs.get(&id).map_or((0, false), |p| {
-                    (p.matched, p.state == ProgressState::Snapshot)
-                });
-                if in_snapshot || matched < last_index.saturating_sub(self.promotable_lag) {
+                if !self.caught_up(id) {
                     return Err(ProposeError::LearnerNotCaughtUp {
                         id,
-                        matched,
-                        last_index,
+                        matched: self.prs.get(&id).map_or(0, |p| p.matched),
+                        last_index: self.log.last(),
                     });
                 }
             }

@@ -94,6 +94,10 @@ pub struct ProgressStatus {
     pub is_learner: bool,
     /// Ticks since the leader last heard from the member.
     pub ticks_since_contact: u64,
+    /// It could be promoted now: no snapshot in flight and its match index within
+    /// `promotable_lag` entries of the leader's last index or past where the leader's log
+    /// ended one to two election timeouts ago (see [`Config::promotable_lag`]).
+    pub caught_up: bool,
 }
 
 /// A point-in-time view of a node.
@@ -318,6 +322,7 @@ impl<S: Storage> RawNode<S> {
         if r.role == Role::Leader {
             for (id, pr) in &r.prs {
                 let mut st = pr.status();
+                st.caught_up = r.caught_up(*id);
                 if *id == r.id {
                     st.match_index = r.log.persisted;
                     st.recent_active = true;

@@ -751,6 +751,64 @@ fn promote_refused_while_learner_lags() {
     );
 }
 
+/// Under sustained load a learner that keeps pace is never within a fixed number of entries
+/// of the leader when asked, yet it is caught up: it has what the leader had an election
+/// timeout ago. One that stopped receiving is not.
+#[test]
+fn promote_gate_follows_the_leaders_progress_under_load() {
+    let mut net = Net::with(&[1, 2, 3], |c| c.promotable_lag = 5);
+    net.elect(1);
+    net.add_node(Config::new(4), MemStorage::new());
+    net.node(1)
+        .propose_conf_change(cc(ConfChangeKind::AddLearner, 4))
+        .unwrap();
+    net.drain();
+    let burst = |net: &mut Net, round: u8| {
+        for i in 0..20u8 {
+            net.node(1).propose(vec![round, i]).expect("propose");
+        }
+    };
+    // Two election timeouts of steady load, every burst delivered before the next.
+    for round in 0..20u8 {
+        net.tick(1, 1);
+        burst(&mut net, round);
+    }
+    let st = net.status(1);
+    let lag = st.last_index - st.progress[&4].match_index;
+    assert!(
+        lag > 5,
+        "the learner is behind by more than the fixed bound: {lag}"
+    );
+    assert!(st.progress[&4].caught_up, "{:?}", st.progress[&4]);
+    net.node(1)
+        .propose_conf_change(cc(ConfChangeKind::PromoteLearner, 4))
+        .expect("a learner that keeps pace is promotable");
+    net.drain();
+    assert_eq!(net.status(1).conf_state.voters, [1, 2, 3, 4].into());
+
+    // A learner cut off while the leader keeps appending falls behind the mark.
+    net.add_node(Config::new(5), MemStorage::new());
+    net.node(1)
+        .propose_conf_change(cc(ConfChangeKind::AddLearner, 5))
+        .unwrap();
+    net.drain();
+    net.isolate(5);
+    for round in 0..30u8 {
+        net.tick(1, 1);
+        burst(&mut net, round);
+        net.drain();
+    }
+    assert!(!net.status(1).progress[&5].caught_up);
+    let err = net
+        .node(1)
+        .propose_conf_change(cc(ConfChangeKind::PromoteLearner, 5))
+        .unwrap_err();
+    assert!(
+        matches!(err, ProposeError::LearnerNotCaughtUp { id: 5, .. }),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn invalid_conf_changes_are_refused() {
     let mut net = Net::new(&[1, 2, 3]);

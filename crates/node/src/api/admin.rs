@@ -49,6 +49,7 @@ pub fn admin_members(st: &NodeStatus) -> Vec<AdminMember> {
                 lag: p.map(|p| st.last_index.saturating_sub(p.match_index)),
                 last_contact_ms: p.map(|p| p.last_contact_ms),
                 healthy: p.map(|p| p.recent_active || m.id == st.id),
+                caught_up: p.map(|p| p.caught_up),
             }
         })
         .collect()

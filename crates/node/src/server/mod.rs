@@ -72,6 +72,8 @@ pub struct PeerProgress {
     pub is_learner: bool,
     /// Milliseconds since the leader last heard from it.
     pub last_contact_ms: u64,
+    /// The core would accept its promotion now (see `flotilla_raft::ProgressStatus`).
+    pub caught_up: bool,
 }
 
 impl NodeStatus {

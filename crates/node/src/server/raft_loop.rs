@@ -758,6 +758,7 @@ impl RaftLoop {
                     pending_snapshot: p.pending_snapshot,
                     is_learner: p.is_learner,
                     last_contact_ms: p.ticks_since_contact * self.settings.tick.as_millis() as u64,
+                    caught_up: p.caught_up,
                 },
             );
             if *id != st.id {

@@ -18,6 +18,7 @@ fn voter(k: u32) -> MemberView {
         healthy: true,
         match_index: 50,
         lag: 0,
+        caught_up: true,
     }
 }
 
@@ -25,6 +26,7 @@ fn learner(k: u32, lag: u64) -> MemberView {
     MemberView {
         is_learner: true,
         lag,
+        caught_up: lag <= CATCH_UP_BOUND,
         match_index: 50 - lag.min(50),
         ..voter(k)
     }
@@ -39,6 +41,7 @@ fn pod(k: u32) -> PodView {
         claim_missing: false,
         term: 2,
         revision: Some("rev-1".into()),
+        up_secs: Some(60),
         node: NodeIdentity::Member {
             id: id(k),
             cluster_id: CLUSTER_ID,
@@ -60,6 +63,7 @@ fn steady(n: u32, desired: i32) -> Observed {
         generation: Some(1),
         desired,
         retention: RetentionPolicy::Delete,
+        catch_up_deadline_secs: 600,
         sts_replicas: Some(n as i32),
         pods: (0..n).map(pod).collect(),
         pvcs: (0..n).map(pvc).collect(),
@@ -210,6 +214,75 @@ fn caught_up_learner_is_promoted_and_nothing_else_happens() {
         }]
     );
     assert_eq!(p.sts_replicas, 2, "the next pod waits for the promotion");
+}
+
+#[test]
+fn learner_keeping_pace_under_load_is_promoted_however_far_behind_when_polled() {
+    let mut o = steady(2, 3);
+    members(&mut o)[1] = MemberView {
+        caught_up: true,
+        ..learner(1, 5_000)
+    };
+    assert_eq!(
+        plan(&o).actions,
+        [Action::Promote {
+            id: id(1),
+            name: "demo-1".into()
+        }]
+    );
+}
+
+#[test]
+fn learner_past_the_catch_up_deadline_is_reported_and_still_waited_for() {
+    let mut o = steady(2, 3);
+    members(&mut o)[1] = MemberView {
+        caught_up: false,
+        ..learner(1, 5_000)
+    };
+    o.pods[1].up_secs = Some(599);
+    let p = plan(&o);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(!reasons(&p).contains(&CATCH_UP_DEADLINE_EXCEEDED));
+    assert_eq!(cond(&p, "Reconciled").status, "True");
+
+    o.pods[1].up_secs = Some(601);
+    let p = plan(&o);
+    assert!(
+        p.actions.is_empty(),
+        "never removed on a timeout: {:?}",
+        p.actions
+    );
+    assert!(p.busy);
+    assert!(reasons(&p).contains(&CATCH_UP_DEADLINE_EXCEEDED));
+    let progressing = cond(&p, "Progressing");
+    assert_eq!(progressing.status, "False");
+    assert_eq!(progressing.reason, CATCH_UP_DEADLINE_EXCEEDED);
+    assert!(
+        progressing.message.contains("demo-1"),
+        "{}",
+        progressing.message
+    );
+    assert!(
+        progressing.message.contains("5000 entries behind"),
+        "{}",
+        progressing.message
+    );
+    let reconciled = cond(&p, "Reconciled");
+    assert_eq!(reconciled.status, "False");
+    assert_eq!(reconciled.reason, CATCH_UP_DEADLINE_EXCEEDED);
+    let event = p
+        .notes
+        .iter()
+        .find(|n| n.reason == CATCH_UP_DEADLINE_EXCEEDED)
+        .expect("event");
+    assert_eq!(event.severity, Severity::Warning);
+    assert_eq!(event.subject.as_deref(), Some("demo-1"));
+
+    // Once it keeps pace, it is promoted and the report goes.
+    members(&mut o)[1].caught_up = true;
+    let p = plan(&o);
+    assert!(matches!(p.actions[..], [Action::Promote { .. }]));
+    assert_ne!(cond(&p, "Progressing").reason, CATCH_UP_DEADLINE_EXCEEDED);
 }
 
 #[test]
@@ -596,6 +669,7 @@ impl Model {
         // Learners catch up a bit every pass.
         for m in &mut self.cluster().members {
             m.lag = m.lag.saturating_sub(300);
+            m.caught_up = m.lag <= CATCH_UP_BOUND;
         }
     }
 
