@@ -23,13 +23,22 @@
 #   storage   spec.storage.size edited: refused with a condition, the cluster keeps serving
 #   badspec   replicas: 0 refused by the API server; heartbeatTicks ≥ electionTicks gets
 #             Reconciled=False InvalidSpec and an Event, and no StatefulSet
+#   regrow    scale 3 → 5 → 3 → 5 with retentionOnScaleDown Delete (fresh members, no stale
+#             volume) and Retain (refused with Reconciled=False StaleVolumeRetained until the
+#             retained claims are deleted; the StatefulSet never grows onto them)
 #   metrics   each pod's /metrics (pod IP, through the API server's proxy) and the operator's;
 #             every metric the Grafana dashboard queries exists; reconciles per minute at idle
+#   alerts    a real Prometheus (tests/e2e/prometheus.py) configured from the chart's
+#             PodMonitor, ServiceMonitor and PrometheusRule: every dashboard query returns
+#             data; a member held down fires FlotillaMemberDown for it alone (and
+#             FlotillaQuorumAtRisk matches), nothing else; needs `prometheus` and PyYAML and
+#             pod IPs routable from here (local-k8s), else it is reported SKIPPED
 #
 # Environment: FLOTILLA_IMAGE (flotilla:e2e), E2E_SKIP_BUILD=1 (use the image as it is),
 # E2E_LOAD_IMAGE (command + args; the image name is appended), E2E_NAMESPACE (flotilla-e2e),
 # E2E_KEEP=1 (leave everything installed), E2E_TIMEOUT (seconds per wait, 300).
-# Needs: kubectl, docker, python3 (for Helm from PyPI), etcdctl (Debian: etcd-client).
+# Needs: kubectl, docker, python3 (for Helm from PyPI), etcdctl (Debian: etcd-client); for
+# `alerts`: prometheus and python3-yaml (Debian), curl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -42,7 +51,7 @@ RC=demo
 TIMEOUT="${E2E_TIMEOUT:-300}"
 HELM="$ROOT/tests/e2e/helm.sh"
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(install scale pods operator kill9 upgrade storage badspec metrics)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(install scale regrow pods operator kill9 upgrade storage badspec metrics alerts)
 # Every other scenario works on the cluster `install` creates.
 [ "${SCENARIOS[0]}" = install ] || SCENARIOS=(install "${SCENARIOS[@]}")
 WORK="$(mktemp -d /tmp/flotilla-e2e.XXXXXX)"
@@ -569,6 +578,210 @@ PY
   echo "    reconciles in 60 s under write load: $((${b%.*} - ${a%.*}))" | tee -a "$WORK/timings"
   writer_finish w-metrics
   record metrics "$t" "$WRITER_ACKED" "$WRITER_LOST"
+}
+
+claim_exists() { kn get pvc "data-$RC-$1" >/dev/null 2>&1; }
+sts_stays_at() { # N SECONDS: the StatefulSet keeps its size for a while (an absence, so a window)
+  local end=$((SECONDS + $2))
+  while [ $SECONDS -lt $end ]; do sts_at "$1" || return 1; sleep 2; done
+}
+# Events saying a member started on a volume it should not have (an old identity, a refused
+# join): none may appear while the cluster regrows.
+stale_start_events() { events | grep -cE '^(ReplacingRemovedMember|RecreatingPod|RestartingPod)' || true; }
+# Member ids of the ordinals ≥ 3, "name=id" per line.
+high_ids() { jp '{range .status.members[*]}{.name}={.id}{"\n"}{end}' | grep -E "^$RC-[34]=" | sort; }
+
+scenario_regrow() {
+  local t=$SECONDS
+  log "scale 3 → 5 → 3 → 5 with retentionOnScaleDown Delete, then with Retain"
+  writer_start w-regrow e2e/regrow/
+  local stale0
+  stale0=$(stale_start_events)
+  kn patch raftcluster "$RC" --type merge -p '{"spec":{"storage":{"retentionOnScaleDown":"Delete"}}}' >/dev/null
+  scale_to 5
+  local before after
+  before=$(high_ids)
+  scale_to 3
+  wait_for "Delete: the claims of demo-3 and demo-4 deleted" claims_are 3
+  scale_to 5
+  after=$(high_ids)
+  echo "    Delete: ordinals 3 and 4 before: $(echo $before), after: $(echo $after)"
+  [ -n "$after" ] && [ -z "$(comm -12 <(echo "$before") <(echo "$after"))" ] \
+    || die "a regrown member kept its old identity (started on a stale volume)"
+  [ "$(stale_start_events)" = "$stale0" ] || die "a member started on a stale volume: $(events | tail -5)"
+
+  kn patch raftcluster "$RC" --type merge -p '{"spec":{"storage":{"retentionOnScaleDown":"Retain"}}}' >/dev/null
+  before=$(high_ids)
+  scale_to 3
+  claim_exists 3 && claim_exists 4 || die "Retain: the claims of the removed members are gone"
+  kn scale "raftcluster/$RC" --replicas=5 >/dev/null
+  wait_for "Retain: Reconciled=False StaleVolumeRetained" reconciled_reason_is StaleVolumeRetained
+  kn get raftcluster "$RC" -o jsonpath='{.status.conditions[?(@.type=="Reconciled")].message}' | sed 's/^/    /'; echo
+  events_have StaleVolumeRetained || die "no StaleVolumeRetained Event"
+  sts_stays_at 3 10 || die "Retain: the StatefulSet grew onto a retained volume"
+  settled 3 || die "Retain: the cluster stopped serving while refusing"
+  echo "    Retain: refused with a condition, StatefulSet still at 3; deleting the retained claims"
+  kn delete pvc "data-$RC-3" "data-$RC-4" --wait=false >/dev/null
+  wait_for "5 voters once the claims are gone" settled 5
+  after=$(high_ids)
+  echo "    Retain: ordinals 3 and 4 before: $(echo $before), after: $(echo $after)"
+  [ -z "$(comm -12 <(echo "$before") <(echo "$after"))" ] || die "a member reused a retained identity"
+  [ "$(stale_start_events)" = "$stale0" ] || die "a member started on a stale volume: $(events | tail -5)"
+
+  kn patch raftcluster "$RC" --type merge -p '{"spec":{"storage":{"retentionOnScaleDown":"Delete"}}}' >/dev/null
+  scale_to 3
+  wait_for "the claims of removed members deleted (3 left)" claims_are 3
+  writer_finish w-regrow
+  record regrow "$t" "$WRITER_ACKED" "$WRITER_LOST"
+}
+
+# --- alerts: a real Prometheus, configured from the chart's PodMonitor, ServiceMonitor and
+# PrometheusRule (tests/e2e/prometheus.py), scraping the members and the operator.
+PROM_PID=
+PROM_URL=
+prom() { python3 "$ROOT/tests/e2e/prometheus.py" "$@"; }
+stop_prometheus() { [ -z "$PROM_PID" ] || kill "$PROM_PID" 2>/dev/null || true; }
+prom_has() { [ -n "$(prom query "$PROM_URL" "$1")" ]; }
+prom_ready() { curl -fsS "$PROM_URL/-/ready" >/dev/null; }
+alert_is() { # STATE NAME [LABEL=VALUE]
+  prom alerts "$PROM_URL" | grep -E "^$1 $2( |$)" | grep -q -- "${3:-}"
+}
+pod_ip_routable() { # IP PORT
+  python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)' "$1" "$2"
+}
+alerts_skip() { echo "    SKIPPED: $1"; printf '%-10s %8s %10s %6s  %s\n' alerts - - - "SKIPPED: $1" >>"$SUMMARY"; }
+
+# Keeps the flotilla process of pod NAME stopped (SIGSTOP), and every process its container
+# restarts with, until the pod `holder` is deleted: the member is hung, its /metrics and
+# peer port unanswered, and its pod and IP stay (so the target stays, with up == 0).
+hold_member_down() { # NAME
+  local victim=$1 node
+  node=$(kn get pod "$victim" -o jsonpath='{.spec.nodeName}')
+  kn delete pod holder --ignore-not-found --wait=true >/dev/null
+  cat <<YAML | kn apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: holder}
+spec:
+  nodeName: $node
+  hostPID: true
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: hold
+    image: $IMAGE
+    imagePullPolicy: IfNotPresent
+    securityContext: {runAsUser: 0}
+    command:
+    - bash
+    - -c
+    - |
+      pids() {
+        for p in /proc/[0-9]*; do
+          tr '\0' ' ' <"\$p/cmdline" 2>/dev/null | grep -q "^flotilla node --name $victim " && echo "\${p#/proc/}"
+        done
+      }
+      release() { for p in \$(pids); do kill -CONT "\$p"; done; echo released; exit 0; }
+      trap release TERM
+      echo holding
+      while :; do
+        for p in \$(pids); do kill -STOP "\$p" 2>/dev/null; done
+        sleep 0.5 & wait \$!
+      done
+YAML
+  wait_for "holder running" pod_phase_is holder Running
+}
+
+scenario_alerts() {
+  local t=$SECONDS
+  log "alerts: Prometheus with the chart's monitors and rules; dashboard queries; a member down"
+  command -v prometheus >/dev/null || { alerts_skip "no prometheus binary (Debian: prometheus)"; return 0; }
+  python3 -c 'import yaml' 2>/dev/null || { alerts_skip "no PyYAML (Debian: python3-yaml)"; return 0; }
+  local ip0
+  ip0=$(kn get pod "$RC-0" -o jsonpath='{.status.podIP}')
+  pod_ip_routable "$ip0" 9379 || { alerts_skip "pod IPs ($ip0) are not routable from here"; return 0; }
+
+  local dir="$WORK/prometheus"
+  mkdir -p "$dir"
+  "$HELM" template "$RELEASE" charts/flotilla-operator --namespace "$OPNS" \
+    --set serviceMonitor.enabled=true --set prometheusRule.enabled=true \
+    --set serviceMonitor.interval=5s >"$dir/chart.yaml"
+  prom config "$dir/chart.yaml" "$dir" "${KUBECONFIG:-$HOME/.kube/config}" 5s | sed 's/^/    /'
+  promtool check config "$dir/prometheus.yml" >/dev/null 2>&1 || promtool check config "$dir/prometheus.yml"
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  PROM_URL="http://127.0.0.1:$port"
+  prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
+    --web.listen-address="127.0.0.1:$port" --log.level=warn >"$dir/log" 2>&1 &
+  PROM_PID=$!
+  trap stop_prometheus EXIT
+  wait_for "Prometheus ready on $PROM_URL" prom_ready
+  writer_start w-alerts e2e/alerts/
+  wait_for "3 members scraped, up, labelled service=$RC" \
+    prom_has "count(up{job=\"flotilla-members\",namespace=\"$NS\",service=\"$RC\"} == 1) == 3"
+  wait_for "the operator scraped and up" prom_has 'up{job="flotilla-operator"} == 1'
+  wait_for "the operator's condition gauges keep the cluster's namespace" \
+    prom_has "flotilla_operator_cluster_condition{namespace=\"$NS\",name=\"$RC\",type=\"Available\"} == 1"
+  # rate()/increase() need two samples in their window.
+  wait_for "two scrapes of every member" prom_has "count(count_over_time(up{job=\"flotilla-members\",service=\"$RC\"}[1m]) >= 3) == 3"
+
+  log "every query of the Grafana dashboard returns data"
+  prom_has "count by (namespace) (flotilla_server_has_leader{namespace=\"$NS\"})" \
+    || die "dashboard variable \$namespace would not offer $NS"
+  prom_has "count by (service) (flotilla_server_has_leader{namespace=\"$NS\",service=\"$RC\"})" \
+    || die "dashboard variable \$cluster would not offer $RC"
+  python3 - "$ROOT/deploy/grafana/flotilla.json" >"$dir/exprs" <<'PY'
+import json, sys
+def walk(x):
+    if isinstance(x, dict):
+        if isinstance(x.get('expr'), str):
+            print(x['expr'])
+        for v in x.values(): walk(v)
+    elif isinstance(x, list):
+        for v in x: walk(v)
+walk(json.load(open(sys.argv[1]))['panels'])
+PY
+  local expr q n empty=0 total=0
+  while IFS= read -r expr; do
+    q=${expr//\$namespace/$NS}; q=${q//\$cluster/$RC}
+    n=$(prom query "$PROM_URL" "$q" | wc -l) || die "query failed: $q"
+    total=$((total + 1))
+    if [ "$n" = 0 ]; then empty=$((empty + 1)); echo "    NO DATA: $q"; fi
+  done <"$dir/exprs"
+  echo "    $total dashboard queries, $((total - empty)) return data" | tee -a "$WORK/timings"
+  [ "$empty" = 0 ] || die "$empty dashboard queries return no data"
+  ! alert_is firing FlotillaMemberDown || die "FlotillaMemberDown fires with every member up"
+  ! alert_is firing FlotillaOperatorDown || die "FlotillaOperatorDown fires with the operator up"
+
+  local leader victim m
+  leader=$(jp '{.status.leader}')
+  for m in $(jp '{.status.members[*].name}'); do [ "$m" != "$leader" ] && victim=$m; done
+  log "holding $victim down (SIGSTOP, kept on every restart) until FlotillaMemberDown fires"
+  local down_at=$SECONDS
+  hold_member_down "$victim"
+  wait_for "$victim's target down" prom_has "up{job=\"flotilla-members\",pod=\"$victim\"} == 0"
+  wait_for "FlotillaMemberDown pending for $victim" alert_is pending FlotillaMemberDown "pod=$victim"
+  local saved=$TIMEOUT
+  TIMEOUT=$((saved > 330 ? saved : 330))
+  wait_for "FlotillaMemberDown firing for $victim (for: 3m)" alert_is firing FlotillaMemberDown "pod=$victim"
+  TIMEOUT=$saved
+  echo "    FlotillaMemberDown fired $((SECONDS - down_at)) s after $victim was stopped" | tee -a "$WORK/timings"
+  prom alerts "$PROM_URL" | sed 's/^/    /'
+  [ "$(prom alerts "$PROM_URL" | grep -c '^firing FlotillaMemberDown ')" = 1 ] \
+    || die "FlotillaMemberDown fires for more than the stopped member"
+  ! alert_is firing FlotillaOperatorDown || die "FlotillaOperatorDown fires for a member's outage"
+  alert_is '(pending|firing)' FlotillaQuorumAtRisk "name=$RC" \
+    || die "FlotillaQuorumAtRisk does not match a 3-member cluster with one member down"
+  ! alert_is '(pending|firing)' FlotillaQuorumLost || die "FlotillaQuorumLost matches with 2 of 3 up"
+
+  log "releasing $victim"
+  kn delete pod holder --wait=true >/dev/null
+  wait_for "$victim scraped again" prom_has "up{job=\"flotilla-members\",pod=\"$victim\"} == 1"
+  wait_for "FlotillaMemberDown resolved" bash -c "! python3 '$ROOT/tests/e2e/prometheus.py' alerts '$PROM_URL' | grep -q FlotillaMemberDown"
+  wait_for "3 voters, Running" settled 3
+  writer_finish w-alerts
+  stop_prometheus
+  record alerts "$t" "$WRITER_ACKED" "$WRITER_LOST"
 }
 
 teardown() {
