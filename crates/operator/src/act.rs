@@ -1,483 +1,168 @@
-//! Reading and writing the Kubernetes side, behind two narrow traits.
+//! Carrying out a [`Plan`]: applying the owned objects and taking the plan's actions.
 //!
-//! [`Reads`] is what *observe* needs, [`Actions`] what *act* does — nothing else, so the whole
-//! reconcile runs against either the real API ([`KubeApi`], checked request by request with a
-//! `tower-test` mock below) or an in-memory store ([`Memory`]) that a test harness shares with its
-//! own "StatefulSet controller and kubelet".
-//!
-//! Writes are idempotent by construction: owned objects go through server-side apply with field
-//! manager `flotilla-operator` and `force` (the operator is the one owner of those fields), the
-//! StatefulSet's size through a merge patch of its `/scale` subresource, deletions tolerate
-//! "not found".
+//! The plan decides; this module only does, in the plan's order, and records what the server
+//! or a node refused as a [`Failure`] (reason, message and error) for the pass to report —
+//! a Warning Event, the `Reconciled` condition and kube-runtime's back-off. Two rules of its
+//! own, both about safety rather than choice: a refused ConfigMap or StatefulSet apply blocks
+//! the actions (the plan assumed them in place), and the first refused action ends the step.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
-
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::Error;
-use crate::crd::{RaftCluster, RaftClusterStatus};
-use crate::plan::{Note, Severity};
-use crate::resources::{ClaimStorage, FIELD_MANAGER};
-use tokio::sync::OnceCell;
+use crate::controller::Context;
+use crate::crd::RaftCluster;
+use crate::kube_api::{Actions, Owned, Reads};
+use crate::nodes::NodeClient;
+use crate::plan::{Action, Observed, Plan};
+use crate::resources::{self, Names};
 
-/// An object the operator owns and applies.
-#[derive(Debug, Clone, PartialEq)]
-// A handful of these exist for a moment per reconcile pass; boxing buys nothing.
-#[allow(clippy::large_enum_variant)]
-pub enum Owned {
-    /// The pods' configuration.
-    ConfigMap(ConfigMap),
-    /// Headless or client Service.
-    Service(Service),
-    /// The StatefulSet (without replicas).
-    StatefulSet(Box<StatefulSet>),
-    /// The disruption budget.
-    PodDisruptionBudget(PodDisruptionBudget),
+/// Applies the owned objects (unless the plan holds) and, when the ones the pods need went
+/// in, takes the plan's actions. Returns what was refused, in order.
+pub async fn carry_out<K: Reads + Actions, N: NodeClient>(
+    rc: &RaftCluster,
+    names: &Names,
+    observed: &Observed,
+    plan: &Plan,
+    ctx: &Context<K, N>,
+) -> Result<Vec<Failure>, Error> {
+    let mut failures = Vec::new();
+    if plan.hold {
+        return Ok(failures);
+    }
+    apply_owned(rc, &names.namespace, observed, plan, ctx, &mut failures).await?;
+    if !failures.iter().any(|f| f.reason == APPLY_FAILED) {
+        take_actions(names, observed, plan, ctx, &mut failures).await;
+    }
+    Ok(failures)
 }
 
-impl Owned {
-    /// Kind and name, for logs and the in-memory store.
-    pub fn key(&self) -> (&'static str, String) {
-        match self {
-            Owned::ConfigMap(o) => ("ConfigMap", o.name_any()),
-            Owned::Service(o) => ("Service", o.name_any()),
-            Owned::StatefulSet(o) => ("StatefulSet", o.name_any()),
-            Owned::PodDisruptionBudget(o) => ("PodDisruptionBudget", o.name_any()),
+/// The reason of a refused apply of an object the pods need (ConfigMap, StatefulSet).
+pub const APPLY_FAILED: &str = "ApplyFailed";
+
+/// A step the server or a node refused: why, for the condition, the Event and the error.
+pub struct Failure {
+    /// CamelCase reason, for the Event and the `Reconciled` condition.
+    pub reason: &'static str,
+    /// What was refused and the server's own words.
+    pub message: String,
+    /// The error, for kube-runtime's back-off.
+    pub error: Error,
+}
+
+/// The server's own words for a failed call (what the user needs to see), else the error.
+fn server_message(e: &Error) -> String {
+    match e {
+        Error::Kube(kube::Error::Api(s)) if !s.message.is_empty() => s.message.clone(),
+        Error::Node(crate::nodes::NodeError::Rpc { endpoint, status }) => {
+            format!("{endpoint}: {}", status.message())
         }
+        other => other.to_string(),
     }
 }
 
-/// What observe needs of the StatefulSet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StsView {
-    /// `spec.replicas`.
-    pub replicas: i32,
-    /// Size and class of its volume claim template, which Kubernetes never lets change.
-    pub storage: Option<ClaimStorage>,
-    /// `status.updateRevision`: the revision of the current pod template. A pod whose
-    /// `controller-revision-hash` label differs runs an older template.
-    pub update_revision: Option<String>,
-}
-
-/// What observe reads.
-pub trait Reads: Send + Sync {
-    /// The StatefulSet, `None` when it does not exist.
-    fn statefulset(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<StsView>, Error>> + Send;
-    /// Pods matching a label selector.
-    fn pods(
-        &self,
-        ns: &str,
-        selector: &str,
-    ) -> impl Future<Output = Result<Vec<Pod>, Error>> + Send;
-    /// Claims matching a label selector.
-    fn pvcs(
-        &self,
-        ns: &str,
-        selector: &str,
-    ) -> impl Future<Output = Result<Vec<PersistentVolumeClaim>, Error>> + Send;
-    /// A ConfigMap.
-    fn config_map(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<ConfigMap>, Error>> + Send;
-}
-
-/// What act does.
-pub trait Actions: Send + Sync {
-    /// Server-side apply an owned object.
-    fn apply(&self, ns: &str, obj: &Owned) -> impl Future<Output = Result<(), Error>> + Send;
-    /// Set the StatefulSet's size.
-    fn scale_statefulset(
-        &self,
-        ns: &str,
-        name: &str,
-        replicas: i32,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
-    /// Delete a claim (absent is fine).
-    fn delete_pvc(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
-    /// Delete a pod (absent is fine).
-    fn delete_pod(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
-    /// Write the RaftCluster's status.
-    fn patch_status(
-        &self,
-        rc: &RaftCluster,
-        status: &RaftClusterStatus,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
-    /// Publish an Event about the RaftCluster.
-    fn publish(
-        &self,
-        rc: &RaftCluster,
-        note: &Note,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
-}
-
-/// The real implementation on kube's `Api`.
-#[derive(Clone)]
-pub struct KubeApi {
-    client: Client,
-    recorder: Recorder,
-    /// The PodDisruptionBudget API version the server serves, asked once.
-    pdb_version: Arc<OnceCell<PdbVersion>>,
-}
-
-/// Which PodDisruptionBudget API the server serves: `policy/v1` from Kubernetes 1.21,
-/// `policy/v1beta1` before (and until 1.25). Same spec either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PdbVersion {
-    /// `policy/v1`.
-    V1,
-    /// `policy/v1beta1`.
-    V1beta1,
-}
-
-impl PdbVersion {
-    /// The `apiVersion` string.
-    pub fn api_version(self) -> &'static str {
-        match self {
-            PdbVersion::V1 => "policy/v1",
-            PdbVersion::V1beta1 => "policy/v1beta1",
+/// Server-side applies every owned object; a refused one is recorded and the others still go.
+async fn apply_owned<K: Reads + Actions, N: NodeClient>(
+    rc: &RaftCluster,
+    ns: &str,
+    observed: &Observed,
+    plan: &Plan,
+    ctx: &Context<K, N>,
+    failures: &mut Vec<Failure>,
+) -> Result<(), Error> {
+    // The StatefulSet keeps the claim template it was created with: Kubernetes refuses to
+    // change it, and a changed spec is reported as `StorageImmutable` instead.
+    let kept = observed.sts_storage.clone();
+    // The ConfigMap before the StatefulSet whose pods read it.
+    let owned = [
+        Owned::ConfigMap(resources::config_map(rc, plan.bootstrapped)?),
+        Owned::Service(resources::peer_service(rc)?),
+        Owned::Service(resources::client_service(rc)?),
+        Owned::StatefulSet(Box::new(resources::stateful_set(rc, kept.as_ref())?)),
+        Owned::PodDisruptionBudget(resources::pod_disruption_budget(rc, plan.budgeted_members)?),
+    ];
+    for o in &owned {
+        if let Err(e) = ctx.kube.apply(ns, o).await {
+            let (kind, name) = o.key();
+            let message = format!("applying {kind} {name}: {}", server_message(&e));
+            warn!(%message, "apply failed");
+            // Only the objects the pods need make the step unsafe to take.
+            let reason = match o {
+                Owned::ConfigMap(_) | Owned::StatefulSet(_) => APPLY_FAILED,
+                _ => "ApplyFailedNonBlocking",
+            };
+            failures.push(Failure {
+                reason,
+                message,
+                error: e,
+            });
         }
     }
+    Ok(())
 }
 
-impl KubeApi {
-    /// Wraps a client; Events are reported as `flotilla-operator` from `instance` (the pod).
-    pub fn new(client: Client, instance: Option<String>) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance,
-        };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            pdb_version: Arc::new(OnceCell::new()),
-        }
-    }
-
-    /// Asks the server (discovery) which PodDisruptionBudget version it serves; remembered once
-    /// known, asked again after a failed attempt.
-    async fn pdb_version(&self) -> Result<PdbVersion, Error> {
-        let v = self
-            .pdb_version
-            .get_or_try_init(|| async {
-                match self.client.list_api_group_resources("policy/v1").await {
-                    Ok(list)
-                        if list
-                            .resources
-                            .iter()
-                            .any(|r| r.name == "poddisruptionbudgets") =>
-                    {
-                        Ok(PdbVersion::V1)
-                    }
-                    Ok(_) => Ok(PdbVersion::V1beta1),
-                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(PdbVersion::V1beta1),
-                    Err(e) => Err(Error::from(e)),
+/// Carries out the plan's actions in order; the first refused one ends the step.
+async fn take_actions<K: Reads + Actions, N: NodeClient>(
+    names: &Names,
+    observed: &Observed,
+    plan: &Plan,
+    ctx: &Context<K, N>,
+    failures: &mut Vec<Failure>,
+) {
+    let ns = &names.namespace;
+    // Node calls go to the leader, which the plan only acts on when it exists.
+    let leader_ordinal = observed
+        .cluster
+        .as_ref()
+        .and_then(|c| c.members.iter().find(|m| m.id == c.leader_id))
+        .and_then(|m| names.ordinal_of(&m.name));
+    for a in &plan.actions {
+        let span = info_span!("action", action = ?a);
+        let r = async {
+            info!("carrying out");
+            match a {
+                Action::ScaleStatefulSet { replicas } => {
+                    ctx.kube
+                        .scale_statefulset(ns, &names.cluster, *replicas)
+                        .await?
                 }
-            })
-            .await?;
-        Ok(*v)
-    }
-
-    fn apply_params() -> PatchParams {
-        PatchParams::apply(FIELD_MANAGER).force()
-    }
-}
-
-fn absent_ok<T>(r: Result<T, kube::Error>) -> Result<(), Error> {
-    match r {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-impl Reads for KubeApi {
-    async fn statefulset(&self, ns: &str, name: &str) -> Result<Option<StsView>, Error> {
-        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
-        Ok(api.get_opt(name).await?.map(|s| StsView {
-            replicas: s.spec.replicas.unwrap_or(1),
-            storage: ClaimStorage::of(&s),
-            update_revision: s.status.as_ref().and_then(|st| st.update_revision.clone()),
-        }))
-    }
-    async fn pods(&self, ns: &str, selector: &str) -> Result<Vec<Pod>, Error> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        Ok(api
-            .list(&ListParams::default().labels(selector))
-            .await?
-            .items)
-    }
-    async fn pvcs(&self, ns: &str, selector: &str) -> Result<Vec<PersistentVolumeClaim>, Error> {
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-        Ok(api
-            .list(&ListParams::default().labels(selector))
-            .await?
-            .items)
-    }
-    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, Error> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
-        Ok(api.get_opt(name).await?)
-    }
-}
-
-impl Actions for KubeApi {
-    async fn apply(&self, ns: &str, obj: &Owned) -> Result<(), Error> {
-        let c = self.client.clone();
-        let (_, name) = obj.key();
-        let pp = Self::apply_params();
-        match obj {
-            Owned::ConfigMap(o) => drop(
-                Api::<ConfigMap>::namespaced(c, ns)
-                    .patch(&name, &pp, &Patch::Apply(o))
-                    .await?,
-            ),
-            Owned::Service(o) => drop(
-                Api::<Service>::namespaced(c, ns)
-                    .patch(&name, &pp, &Patch::Apply(o))
-                    .await?,
-            ),
-            Owned::StatefulSet(o) => drop(
-                Api::<StatefulSet>::namespaced(c, ns)
-                    .patch(&name, &pp, &Patch::Apply(o))
-                    .await?,
-            ),
-            Owned::PodDisruptionBudget(o) => match self.pdb_version().await? {
-                PdbVersion::V1 => drop(
-                    Api::<PodDisruptionBudget>::namespaced(c, ns)
-                        .patch(&name, &pp, &Patch::Apply(o))
-                        .await?,
-                ),
-                PdbVersion::V1beta1 => {
-                    let ar = ApiResource {
-                        group: "policy".into(),
-                        version: "v1beta1".into(),
-                        api_version: PdbVersion::V1beta1.api_version().into(),
-                        kind: "PodDisruptionBudget".into(),
-                        plural: "poddisruptionbudgets".into(),
+                Action::DeletePvc { ordinal } => {
+                    ctx.kube.delete_pvc(ns, &names.pvc(*ordinal)).await?
+                }
+                Action::RestartPod { ordinal } => {
+                    ctx.kube.delete_pod(ns, &names.pod(*ordinal)).await?
+                }
+                Action::Promote { id, .. }
+                | Action::Remove { id, .. }
+                | Action::TransferLeadership { from: id } => {
+                    let Some(via) = leader_ordinal else {
+                        return Ok(());
                     };
-                    let mut body = serde_json::to_value(o).map_err(|e| {
-                        Error::Store(format!("encoding PodDisruptionBudget {name}: {e}"))
-                    })?;
-                    body["apiVersion"] = json!(PdbVersion::V1beta1.api_version());
-                    drop(
-                        Api::<DynamicObject>::namespaced_with(c, ns, &ar)
-                            .patch(&name, &pp, &Patch::Apply(body))
-                            .await?,
-                    )
+                    match a {
+                        Action::Promote { .. } => ctx.nodes.promote(names, via, *id).await?,
+                        Action::Remove { .. } => ctx.nodes.remove(names, via, *id).await?,
+                        _ => {
+                            ctx.nodes.transfer(names, via, 0).await?;
+                        }
+                    }
                 }
-            },
+            }
+            ctx.metrics.action(a);
+            Ok::<(), Error>(())
         }
-        Ok(())
-    }
-
-    async fn scale_statefulset(&self, ns: &str, name: &str, replicas: i32) -> Result<(), Error> {
-        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        api.patch_scale(
-            name,
-            &pp,
-            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn delete_pvc(&self, ns: &str, name: &str) -> Result<(), Error> {
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-        absent_ok(api.delete(name, &DeleteParams::default()).await)
-    }
-
-    async fn delete_pod(&self, ns: &str, name: &str) -> Result<(), Error> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        absent_ok(api.delete(name, &DeleteParams::default()).await)
-    }
-
-    async fn patch_status(
-        &self,
-        rc: &RaftCluster,
-        status: &RaftClusterStatus,
-    ) -> Result<(), Error> {
-        let ns = rc.namespace().ok_or(Error::MissingNamespace)?;
-        let api: Api<RaftCluster> = Api::namespaced(self.client.clone(), &ns);
-        let body = json!({
-            "apiVersion": RaftCluster::api_version(&()),
-            "kind": RaftCluster::kind(&()),
-            "status": status,
-        });
-        api.patch_status(&rc.name_any(), &Self::apply_params(), &Patch::Apply(body))
-            .await?;
-        Ok(())
-    }
-
-    async fn publish(&self, rc: &RaftCluster, note: &Note) -> Result<(), Error> {
-        let ev = Event {
-            type_: match note.severity {
-                Severity::Normal => EventType::Normal,
-                Severity::Warning => EventType::Warning,
-            },
-            reason: note.reason.into(),
-            note: Some(note.message.clone()),
-            action: note.reason.into(),
-            secondary: note.subject.as_ref().map(|pod| ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(pod.clone()),
-                namespace: rc.namespace(),
-                ..ObjectReference::default()
-            }),
-        };
-        self.recorder.publish(&ev, &rc.object_ref(&())).await?;
-        Ok(())
-    }
-}
-
-/// What the in-memory store holds.
-#[derive(Debug, Default, Clone)]
-pub struct MemoryState {
-    /// Applied objects by (kind, name), as last applied.
-    pub objects: BTreeMap<(&'static str, String), Owned>,
-    /// The StatefulSet's size (set by creation and scale actions).
-    pub sts_replicas: Option<i32>,
-    /// Pods (written by the harness playing kubelet).
-    pub pods: BTreeMap<String, Pod>,
-    /// Claims (written by the harness playing the StatefulSet controller).
-    pub pvcs: BTreeMap<String, PersistentVolumeClaim>,
-    /// Pods the operator deleted (the harness restarts them).
-    pub deleted_pods: Vec<String>,
-    /// Every status written, in order.
-    pub statuses: Vec<RaftClusterStatus>,
-    /// Every Event published, in order.
-    pub events: Vec<Note>,
-    /// Every scale step, in order.
-    pub scale_log: Vec<i32>,
-    /// The StatefulSet's `status.updateRevision` (set by the harness).
-    pub update_revision: Option<String>,
-}
-
-/// An in-memory Kubernetes API for one namespace: the reconciler writes through [`Actions`],
-/// the test harness reads and writes the state directly to play the controllers and kubelet.
-#[derive(Debug, Default, Clone)]
-pub struct Memory {
-    state: Arc<Mutex<MemoryState>>,
-}
-
-impl Memory {
-    /// Locks the state (for the harness).
-    pub fn state(&self) -> MutexGuard<'_, MemoryState> {
-        // A panicking test thread poisons the lock; the data is still the best evidence.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-fn matches(labels: Option<&BTreeMap<String, String>>, selector: &str) -> bool {
-    selector.split(',').filter(|s| !s.is_empty()).all(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        labels.and_then(|l| l.get(k)).is_some_and(|x| x == v)
-    })
-}
-
-impl Reads for Memory {
-    async fn statefulset(&self, _ns: &str, name: &str) -> Result<Option<StsView>, Error> {
-        let s = self.state();
-        let storage = match s.objects.get(&("StatefulSet", name.to_owned())) {
-            Some(Owned::StatefulSet(sts)) => ClaimStorage::of(sts),
-            _ => None,
-        };
-        let update_revision = s.update_revision.clone();
-        Ok(s.sts_replicas.map(|replicas| StsView {
-            replicas,
-            storage,
-            update_revision,
-        }))
-    }
-    async fn pods(&self, _ns: &str, selector: &str) -> Result<Vec<Pod>, Error> {
-        Ok(self
-            .state()
-            .pods
-            .values()
-            .filter(|p| matches(p.metadata.labels.as_ref(), selector))
-            .cloned()
-            .collect())
-    }
-    async fn pvcs(&self, _ns: &str, selector: &str) -> Result<Vec<PersistentVolumeClaim>, Error> {
-        Ok(self
-            .state()
-            .pvcs
-            .values()
-            .filter(|p| matches(p.metadata.labels.as_ref(), selector))
-            .cloned()
-            .collect())
-    }
-    async fn config_map(&self, _ns: &str, name: &str) -> Result<Option<ConfigMap>, Error> {
-        Ok(
-            match self.state().objects.get(&("ConfigMap", name.to_owned())) {
-                Some(Owned::ConfigMap(c)) => Some(c.clone()),
-                _ => None,
-            },
-        )
-    }
-}
-
-impl Actions for Memory {
-    async fn apply(&self, _ns: &str, obj: &Owned) -> Result<(), Error> {
-        let mut s = self.state();
-        let (kind, name) = obj.key();
-        if kind == "StatefulSet" && s.sts_replicas.is_none() {
-            s.sts_replicas = Some(1);
+        .instrument(span)
+        .await;
+        if let Err(e) = r {
+            let message = format!("{}: {}", a.describe(), server_message(&e));
+            warn!(%message, "action failed");
+            failures.push(Failure {
+                reason: match e {
+                    Error::Node(_) => "NodeCallFailed",
+                    _ => "ActionFailed",
+                },
+                message,
+                error: e,
+            });
+            return;
         }
-        s.objects.insert((kind, name), obj.clone());
-        Ok(())
-    }
-    async fn scale_statefulset(&self, _ns: &str, _name: &str, replicas: i32) -> Result<(), Error> {
-        let mut s = self.state();
-        if s.sts_replicas.is_none() {
-            return Err(Error::Store(
-                "scaling a StatefulSet that does not exist".into(),
-            ));
-        }
-        s.sts_replicas = Some(replicas);
-        s.scale_log.push(replicas);
-        Ok(())
-    }
-    async fn delete_pvc(&self, _ns: &str, name: &str) -> Result<(), Error> {
-        self.state().pvcs.remove(name);
-        Ok(())
-    }
-    async fn delete_pod(&self, _ns: &str, name: &str) -> Result<(), Error> {
-        let mut s = self.state();
-        s.pods.remove(name);
-        s.deleted_pods.push(name.to_owned());
-        Ok(())
-    }
-    async fn patch_status(
-        &self,
-        _rc: &RaftCluster,
-        status: &RaftClusterStatus,
-    ) -> Result<(), Error> {
-        self.state().statuses.push(status.clone());
-        Ok(())
-    }
-    async fn publish(&self, _rc: &RaftCluster, note: &Note) -> Result<(), Error> {
-        self.state().events.push(note.clone());
-        Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -23,12 +23,13 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, field, info, info_span, warn};
 
 use crate::Error;
-use crate::act::{Actions, KubeApi, Owned, Reads};
+use crate::act;
 use crate::crd::RaftCluster;
+use crate::kube_api::{Actions, KubeApi, Reads};
 use crate::metrics::Metrics;
 use crate::nodes::{GrpcNodes, NodeClient, PodDns};
 use crate::observe::{self, Inputs};
-use crate::plan::{self, Action, Plan};
+use crate::plan::{self, Plan};
 use crate::resources::{self, Names};
 
 /// Requeue soon while something is in progress (a learner catching up, a change committing).
@@ -107,24 +108,6 @@ pub async fn observe<K: Reads, N: NodeClient>(
     Ok(observe::observed(rc, names, &inputs, Timestamp::now()))
 }
 
-/// A step the server or a node refused: why, for the condition, the Event and the error.
-struct Failure {
-    reason: &'static str,
-    message: String,
-    error: Error,
-}
-
-/// The server's own words for a failed call (what the user needs to see), else the error.
-fn server_message(e: &Error) -> String {
-    match e {
-        Error::Kube(kube::Error::Api(s)) if !s.message.is_empty() => s.message.clone(),
-        Error::Node(crate::nodes::NodeError::Rpc { endpoint, status }) => {
-            format!("{endpoint}: {}", status.message())
-        }
-        other => other.to_string(),
-    }
-}
-
 /// One full pass: observe, plan, apply the owned objects, carry out the step, publish Events,
 /// write the status. Returns the plan it carried out.
 ///
@@ -138,18 +121,9 @@ pub async fn reconcile_once<K: Reads + Actions, N: NodeClient>(
     ctx: &Context<K, N>,
 ) -> Result<Plan, Error> {
     let names = Names::of(rc)?;
-    let ns = names.namespace.clone();
     let observed = observe(rc, &names, ctx).await?;
     let mut plan = plan::plan(&observed);
-    let mut failures: Vec<Failure> = Vec::new();
-
-    if !plan.hold {
-        apply_owned(rc, &ns, &observed, &plan, ctx, &mut failures).await?;
-    }
-    let foundations_failed = failures.iter().any(|f| f.reason == "ApplyFailed");
-    if !plan.hold && !foundations_failed {
-        act(&names, &observed, &plan, ctx, &mut failures).await;
-    }
+    let failures = act::carry_out(rc, &names, &observed, &plan, ctx).await?;
 
     for n in &plan.notes {
         // An Event that cannot be published must not undo or block the step already taken.
@@ -189,114 +163,6 @@ pub async fn reconcile_once<K: Reads + Actions, N: NodeClient>(
     match failures.into_iter().next() {
         Some(f) => Err(f.error),
         None => Ok(plan),
-    }
-}
-
-/// Server-side applies every owned object; a refused one is recorded and the others still go.
-async fn apply_owned<K: Reads + Actions, N: NodeClient>(
-    rc: &RaftCluster,
-    ns: &str,
-    observed: &plan::Observed,
-    plan: &Plan,
-    ctx: &Context<K, N>,
-    failures: &mut Vec<Failure>,
-) -> Result<(), Error> {
-    // The StatefulSet keeps the claim template it was created with: Kubernetes refuses to
-    // change it, and a changed spec is reported as `StorageImmutable` instead.
-    let kept = observed.sts_storage.clone();
-    let size = rc.spec.replicas.min(plan.sts_replicas).max(1);
-    // The ConfigMap before the StatefulSet whose pods read it.
-    let owned = [
-        Owned::ConfigMap(resources::config_map(rc, plan.bootstrapped)?),
-        Owned::Service(resources::peer_service(rc)?),
-        Owned::Service(resources::client_service(rc)?),
-        Owned::StatefulSet(Box::new(resources::stateful_set(rc, kept.as_ref())?)),
-        Owned::PodDisruptionBudget(resources::pod_disruption_budget(rc, size)?),
-    ];
-    for o in &owned {
-        if let Err(e) = ctx.kube.apply(ns, o).await {
-            let (kind, name) = o.key();
-            let message = format!("applying {kind} {name}: {}", server_message(&e));
-            warn!(%message, "apply failed");
-            // Only the objects the pods need make the step unsafe to take.
-            let reason = match o {
-                Owned::ConfigMap(_) | Owned::StatefulSet(_) => "ApplyFailed",
-                _ => "ApplyFailedNonBlocking",
-            };
-            failures.push(Failure {
-                reason,
-                message,
-                error: e,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Carries out the plan's actions in order; the first refused one ends the step.
-async fn act<K: Reads + Actions, N: NodeClient>(
-    names: &Names,
-    observed: &plan::Observed,
-    plan: &Plan,
-    ctx: &Context<K, N>,
-    failures: &mut Vec<Failure>,
-) {
-    let ns = &names.namespace;
-    // Node calls go to the leader, which the plan only acts on when it exists.
-    let leader_ordinal = observed
-        .cluster
-        .as_ref()
-        .and_then(|c| c.members.iter().find(|m| m.id == c.leader_id))
-        .and_then(|m| names.ordinal_of(&m.name));
-    for a in &plan.actions {
-        let span = info_span!("action", action = ?a);
-        let r = async {
-            info!("carrying out");
-            match a {
-                Action::ScaleStatefulSet { replicas } => {
-                    ctx.kube
-                        .scale_statefulset(ns, &names.cluster, *replicas)
-                        .await?
-                }
-                Action::DeletePvc { ordinal } => {
-                    ctx.kube.delete_pvc(ns, &names.pvc(*ordinal)).await?
-                }
-                Action::RestartPod { ordinal } => {
-                    ctx.kube.delete_pod(ns, &names.pod(*ordinal)).await?
-                }
-                Action::Promote { id, .. }
-                | Action::Remove { id, .. }
-                | Action::TransferLeadership { from: id } => {
-                    let Some(via) = leader_ordinal else {
-                        return Ok(());
-                    };
-                    match a {
-                        Action::Promote { .. } => ctx.nodes.promote(names, via, *id).await?,
-                        Action::Remove { .. } => ctx.nodes.remove(names, via, *id).await?,
-                        _ => {
-                            ctx.nodes.transfer(names, via, 0).await?;
-                        }
-                    }
-                }
-            }
-            ctx.metrics.action(a);
-            Ok::<(), Error>(())
-        }
-        .instrument(span)
-        .await;
-        if let Err(e) = r {
-            let message = format!("{}: {}", a.describe(), server_message(&e));
-            warn!(%message, "action failed");
-            failures.push(Failure {
-                reason: match e {
-                    Error::Node(_) => "NodeCallFailed",
-                    _ => "ActionFailed",
-                },
-                message,
-                error: e,
-            });
-            return;
-        }
     }
 }
 

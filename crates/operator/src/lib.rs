@@ -5,8 +5,8 @@
 //! - *observe* ([`observe`]): read the RaftCluster, its StatefulSet, pods, claims and the nodes'
 //!   admin status into one snapshot;
 //! - *plan* ([`plan`]): a pure function from that snapshot to the next step;
-//! - *act* ([`act`]): carry the step out through a narrow trait, on kube's `Api` in production
-//!   and in memory in tests.
+//! - *act* ([`act`]): carry the step out, through the narrow traits of [`kube_api`] — on kube's
+//!   `Api` in production and on the in-memory store of `memory` (feature `testing`) in tests.
 //!
 //! [`controller`] wires these into kube-runtime's `Controller` with metrics, Events, tracing and
 //! leader election among operator replicas.
@@ -15,7 +15,10 @@
 pub mod act;
 pub mod controller;
 pub mod crd;
+pub mod kube_api;
 pub mod lease;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
 pub mod metrics;
 pub mod nodes;
 pub mod observe;

@@ -14,8 +14,8 @@ use flotilla_proto::admin::{Role, StatusResponse};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::act::StsView;
 use crate::crd::RaftCluster;
+use crate::kube_api::StsView;
 use crate::plan::{
     CATCH_UP_BOUND, ClusterView, MemberView, NodeIdentity, Observed, PodView, PvcView,
 };

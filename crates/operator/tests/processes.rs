@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flotilla_operator::act::{Memory, Owned};
 use flotilla_operator::controller::{Context, reconcile_once};
 use flotilla_operator::crd::{MemberRole, Phase, RaftCluster, RaftClusterSpec};
+use flotilla_operator::kube_api::Owned;
+use flotilla_operator::memory::Memory;
 use flotilla_operator::metrics::Metrics;
 use flotilla_operator::nodes::{GrpcNodes, Locator, NodeClient, NodeError};
 use flotilla_operator::plan::Action;

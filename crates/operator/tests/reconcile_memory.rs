@@ -14,9 +14,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use flotilla_operator::act::{Memory, Owned};
 use flotilla_operator::controller::{Context, reconcile_once};
 use flotilla_operator::crd::{Phase, RaftCluster, RaftClusterSpec};
+use flotilla_operator::kube_api::Owned;
+use flotilla_operator::memory::Memory;
 use flotilla_operator::metrics::Metrics;
 use flotilla_operator::nodes::{NodeClient, NodeError};
 use flotilla_operator::plan::{Action, quorum};

@@ -1,7 +1,10 @@
 //! Plan tests: one scenario per rule, then a model of the whole cluster driven by the plan
 //! through 1 → 3 → 5 → 3 → 1 with the operator "restarted" (nothing carried over) every step.
+//! One file over its usual size on purpose: every scenario builds on the same few fixtures
+//! (`steady`, `voter`, `learner`, `pod`), and reading the rules' tests side by side is the point.
 
 use super::*;
+use crate::crd::{Condition, Phase};
 use std::collections::BTreeMap;
 
 const CLUSTER_ID: u64 = 0xc1;

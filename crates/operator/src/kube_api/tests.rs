@@ -295,35 +295,3 @@ async fn reads_list_by_selector_and_treat_missing_as_none() {
     .await;
     assert_eq!(call.await.expect("join").expect("list").len(), 1);
 }
-
-#[tokio::test]
-async fn memory_store_tracks_scale_and_selects_by_labels() {
-    let m = Memory::default();
-    let rc = cluster(3);
-    assert!(
-        m.scale_statefulset("ns", "demo", 2).await.is_err(),
-        "no StatefulSet yet"
-    );
-    m.apply(
-        "ns",
-        &Owned::StatefulSet(Box::new(resources::stateful_set(&rc, None).expect("sts"))),
-    )
-    .await
-    .expect("apply");
-    assert_eq!(
-        m.statefulset("ns", "demo")
-            .await
-            .expect("get")
-            .map(|s| (s.replicas, s.storage.map(|c| c.size))),
-        Some((1, Some("2Gi".to_owned())))
-    );
-    m.scale_statefulset("ns", "demo", 2).await.expect("scale");
-    assert_eq!(m.state().scale_log, [2]);
-    let pod: Pod = serde_json::from_value(
-        json!({"metadata": {"name": "demo-0", "labels": {"a": "1", "b": "2"}}}),
-    )
-    .expect("pod");
-    m.state().pods.insert("demo-0".into(), pod);
-    assert_eq!(m.pods("ns", "a=1,b=2").await.expect("pods").len(), 1);
-    assert_eq!(m.pods("ns", "a=1,b=3").await.expect("pods").len(), 0);
-}
