@@ -636,11 +636,19 @@ scenario_regrow() {
 }
 
 # --- alerts: a real Prometheus, configured from the chart's PodMonitor, ServiceMonitor and
-# PrometheusRule (tests/e2e/prometheus.py), scraping the members and the operator.
+# PrometheusRule (tests/e2e/prometheus.py), scraping the members and the operator. Debian's
+# Prometheus has no Kubernetes service discovery: prometheus.py discovers every 5 s into
+# file_sd files carrying the same __meta_kubernetes_* labels, and the monitors' relabelings
+# run on them unchanged.
 PROM_PID=
+PROM_SD_PID=
 PROM_URL=
 prom() { python3 "$ROOT/tests/e2e/prometheus.py" "$@"; }
-stop_prometheus() { [ -z "$PROM_PID" ] || kill "$PROM_PID" 2>/dev/null || true; }
+stop_prometheus() {
+  [ -z "$PROM_SD_PID" ] || kill "$PROM_SD_PID" 2>/dev/null || true
+  [ -z "$PROM_PID" ] || kill "$PROM_PID" 2>/dev/null || true
+  PROM_PID= PROM_SD_PID=
+}
 prom_has() { [ -n "$(prom query "$PROM_URL" "$1")" ]; }
 prom_ready() { curl -fsS "$PROM_URL/-/ready" >/dev/null; }
 alert_is() { # STATE NAME [LABEL=VALUE]
@@ -706,8 +714,13 @@ scenario_alerts() {
   "$HELM" template "$RELEASE" charts/flotilla-operator --namespace "$OPNS" \
     --set serviceMonitor.enabled=true --set prometheusRule.enabled=true \
     --set serviceMonitor.interval=5s >"$dir/chart.yaml"
-  prom config "$dir/chart.yaml" "$dir" "${KUBECONFIG:-$HOME/.kube/config}" 5s | sed 's/^/    /'
-  promtool check config "$dir/prometheus.yml" >/dev/null 2>&1 || promtool check config "$dir/prometheus.yml"
+  prom config "$dir/chart.yaml" "$dir" 5s | sed 's/^/    /'
+  prom discover "$dir" || die "discovering targets with kubectl"
+  if ! promtool check config "$dir/prometheus.yml" >"$dir/check" 2>&1; then
+    cat "$dir/check"; die "promtool rejects the generated configuration"
+  fi
+  ( while sleep 5; do prom discover "$dir" 2>/dev/null || true; done ) &
+  PROM_SD_PID=$!
   local port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   PROM_URL="http://127.0.0.1:$port"
