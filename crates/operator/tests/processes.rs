@@ -272,17 +272,31 @@ fn node_binary() -> PathBuf {
         .clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scale_1_3_5_3_1_under_write_load_with_real_nodes() {
-    let bin = node_binary();
+/// A RaftCluster `demo` of `replicas` in namespace `ns`, its names, and a kubelet that runs its
+/// pods as `flotilla node` processes on ports from `base`.
+fn cluster_with_kubelet(replicas: i32, uid: &str, base: u16) -> (RaftCluster, Names, Kubelet) {
     let mut rc = RaftCluster::new(
         "demo",
-        serde_json::from_value::<RaftClusterSpec>(json!({"replicas": 1, "image": "local"}))
+        serde_json::from_value::<RaftClusterSpec>(json!({"replicas": replicas, "image": "local"}))
             .expect("spec"),
     );
     rc.meta_mut().namespace = Some("ns".into());
-    rc.meta_mut().uid = Some("u1".into());
+    rc.meta_mut().uid = Some(uid.into());
     let names = Names::of(&rc).expect("names");
+    let kubelet = Kubelet {
+        bin: node_binary(),
+        dir: tempfile::tempdir().expect("tmp"),
+        names: names.clone(),
+        base,
+        procs: BTreeMap::new(),
+        crashed: BTreeMap::new(),
+    };
+    (rc, names, kubelet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_1_3_5_3_1_under_write_load_with_real_nodes() {
+    let (mut rc, names, mut kubelet) = cluster_with_kubelet(1, "u1", 24_000);
     let kube = Memory::default();
     let calls = Arc::new(AtomicU64::new(0));
     let nodes = Counting {
@@ -292,14 +306,6 @@ async fn scale_1_3_5_3_1_under_write_load_with_real_nodes() {
             Duration::from_secs(5),
         ),
         calls: calls.clone(),
-    };
-    let mut kubelet = Kubelet {
-        bin,
-        dir: tempfile::tempdir().expect("tmp"),
-        names: names.clone(),
-        base: 24_000,
-        procs: BTreeMap::new(),
-        crashed: BTreeMap::new(),
     };
 
     // Background writes to whichever members run; acknowledged keys are remembered.
@@ -488,29 +494,13 @@ async fn settle<N: NodeClient + Clone>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_that_lost_its_volume_is_replaced_in_place_with_real_nodes() {
-    let bin = node_binary();
-    let mut rc = RaftCluster::new(
-        "demo",
-        serde_json::from_value::<RaftClusterSpec>(json!({"replicas": 3, "image": "local"}))
-            .expect("spec"),
-    );
-    rc.meta_mut().namespace = Some("ns".into());
-    rc.meta_mut().uid = Some("u2".into());
-    let names = Names::of(&rc).expect("names");
+    let (mut rc, _, mut kubelet) = cluster_with_kubelet(3, "u2", 25_000);
     let kube = Memory::default();
     let nodes = GrpcNodes::new(
         Loopback(25_000),
         Duration::from_millis(500),
         Duration::from_secs(5),
     );
-    let mut kubelet = Kubelet {
-        bin,
-        dir: tempfile::tempdir().expect("tmp"),
-        names: names.clone(),
-        base: 25_000,
-        procs: BTreeMap::new(),
-        crashed: BTreeMap::new(),
-    };
     settle(
         &mut rc,
         &kube,
