@@ -580,6 +580,12 @@ PY
   record metrics "$t" "$WRITER_ACKED" "$WRITER_LOST"
 }
 
+# N voters healthy, N pods Ready, Available — whatever the spec asks (settled also wants it met).
+serving() {
+  [ "$(jp '{.status.readyReplicas}')" = "$1" ] || return 1
+  [ "$(jp '{range .status.members[*]}{.role}/{.healthy}{"\n"}{end}' | grep -c '^Voter/true$')" = "$1" ] || return 1
+  [ "$(cond Available)" = True ]
+}
 claim_exists() { kn get pvc "data-$RC-$1" >/dev/null 2>&1; }
 sts_stays_at() { # N SECONDS: the StatefulSet keeps its size for a while (an absence, so a window)
   local end=$((SECONDS + $2))
@@ -619,7 +625,7 @@ scenario_regrow() {
   kn get raftcluster "$RC" -o jsonpath='{.status.conditions[?(@.type=="Reconciled")].message}' | sed 's/^/    /'; echo
   events_have StaleVolumeRetained || die "no StaleVolumeRetained Event"
   sts_stays_at 3 10 || die "Retain: the StatefulSet grew onto a retained volume"
-  settled 3 || die "Retain: the cluster stopped serving while refusing"
+  serving 3 || die "Retain: the cluster stopped serving while refusing"
   echo "    Retain: refused with a condition, StatefulSet still at 3; deleting the retained claims"
   kn delete pvc "data-$RC-3" "data-$RC-4" --wait=false >/dev/null
   wait_for "5 voters once the claims are gone" settled 5

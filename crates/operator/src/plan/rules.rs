@@ -536,8 +536,8 @@ fn grow(s: &Pass<'_>, p: &mut Plan) -> bool {
     // the cluster grows again right after shrinking); with `Retain`, refuse and say what
     // the user can do.
     if let Some(v) = o.pvcs.iter().find(|v| v.ordinal as i32 == sts) {
-        p.busy = true;
         if o.retention == RetentionPolicy::Delete {
+            p.busy = true;
             p.actions.push(Action::DeletePvc { ordinal: v.ordinal });
             p.notes.push(note(
                 Severity::Normal,
@@ -557,6 +557,8 @@ fn grow(s: &Pass<'_>, p: &mut Plan) -> bool {
             o.name, o.name
         );
         debug_assert!(!v.terminating);
+        // Not busy: this waits for a person to delete the claim, which the idle requeue
+        // notices; polling every few seconds would only repeat the refusal.
         p.notes
             .push(note(Severity::Warning, "StaleVolumeRetained", why.clone()));
         p.problems.push(("StaleVolumeRetained", why));

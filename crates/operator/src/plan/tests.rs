@@ -938,6 +938,10 @@ fn retained_claim_of_the_next_ordinal_stops_growth_with_a_reason() {
     let c = cond(&p, "Reconciled");
     assert_eq!(c.reason, "StaleVolumeRetained");
     assert!(c.message.contains("data-demo-3"), "{}", c.message);
+    assert!(
+        !p.busy,
+        "waiting for a person: the idle requeue, not the busy one"
+    );
     // With Delete, the leftover claim goes first, then the cluster grows.
     o.retention = RetentionPolicy::Delete;
     let p = plan(&o);
