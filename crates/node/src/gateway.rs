@@ -13,9 +13,10 @@
 //! messages with `pbjson-build` from the same descriptors prost compiles, so a field added to
 //! the `.proto` files reaches the gateway without touching this module. What this module owns
 //! is the HTTP side: the routes, turning a body into a request message and a response message
-//! into JSON, and errors. Two of jsonpb's reading rules the generated impls do not follow are
-//! applied here before decoding: an empty body is `{}`, and a field whose value is `null` is
-//! absent (pbjson refuses `null` for a scalar or list field).
+//! into JSON, and errors. The jsonpb reading rules the generated impls do not follow are
+//! applied here before decoding: an empty body is `{}`, a field whose value is `null` is
+//! absent, and a field given in both spellings takes the `.proto` one (pbjson refuses the
+//! last two).
 //!
 //! Each endpoint calls the same service code the gRPC API runs, so routing to the leader,
 //! ReadIndex, validation and headers are identical. Errors come back as grpc-gateway's
@@ -275,8 +276,12 @@ fn describe(root: &str, path: &Path) -> Option<String> {
         Type::Uint64 | Type::Fixed64 => {
             "an unsigned 64-bit integer (a number or a string)".to_string()
         }
-        Type::Int32 | Type::Sint32 | Type::Sfixed32 => "a 32-bit integer".to_string(),
-        Type::Uint32 | Type::Fixed32 => "an unsigned 32-bit integer".to_string(),
+        Type::Int32 | Type::Sint32 | Type::Sfixed32 => {
+            "a 32-bit integer (a number or a string)".to_string()
+        }
+        Type::Uint32 | Type::Fixed32 => {
+            "an unsigned 32-bit integer (a number or a string)".to_string()
+        }
         Type::Bool => "true or false".to_string(),
         Type::String => "a string".to_string(),
         Type::Double | Type::Float => "a number".to_string(),
