@@ -9,10 +9,24 @@
 //! `rangeEnd`), integers as strings or numbers, enums by name or number, standard or URL-safe
 //! base64, and an empty body as an empty message. Unknown fields are ignored.
 //!
+//! That mapping is not written here: `flotilla-proto` generates serde impls for the etcd
+//! messages with `pbjson-build` from the same descriptors prost compiles, so a field added to
+//! the `.proto` files reaches the gateway without touching this module. What this module owns
+//! is the HTTP side: the routes, turning a body into a request message and a response message
+//! into JSON, and errors. The jsonpb reading rules the generated impls do not follow are
+//! applied here before decoding: an empty body is `{}`, a field whose value is `null` is
+//! absent, and a field given in both spellings takes the `.proto` one (pbjson refuses the
+//! last two).
+//!
 //! Each endpoint calls the same service code the gRPC API runs, so routing to the leader,
 //! ReadIndex, validation and headers are identical. Errors come back as grpc-gateway's
 //! `{"error": …, "code": <gRPC code>, "message": …}` with its HTTP status mapping; a body that
-//! is not valid JSON (or has a field of the wrong type) is a 400 with code 3.
+//! is not valid JSON (or has a field of the wrong type) is a 400 with code 3, naming the field
+//! and what it should hold (read from the descriptors, as the generated impls' own errors say
+//! only what went wrong, e.g. "invalid digit found in string").
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,19 +34,21 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use base64::Engine as _;
 use flotilla_proto::etcdserverpb::cluster_server::Cluster as _;
 use flotilla_proto::etcdserverpb::kv_server::Kv as _;
 use flotilla_proto::etcdserverpb::lease_server::Lease as _;
 use flotilla_proto::etcdserverpb::maintenance_server::Maintenance as _;
 use flotilla_proto::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
-    LeaseRevokeRequest, MemberListRequest, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, ResponseHeader, ResponseOp, StatusRequest, TxnRequest, TxnResponse, compare,
-    range_request, request_op, response_op,
+    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    MemberListRequest, PutRequest, RangeRequest, StatusRequest, TxnRequest,
 };
-use flotilla_proto::mvccpb::KeyValue;
+use prost::Message as _;
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorSet};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
+use serde_path_to_error::{Path, Segment};
 
 use crate::api::maintenance::MaintenanceService;
 use crate::api::{cluster::ClusterService, kv::KvService, lease::LeaseService};
@@ -103,530 +119,285 @@ type Answer = Result<axum::Json<Value>, GatewayError>;
 
 // ---------- reading JSON ----------
 
-fn parse_body(node: &NodeHandle, body: &Bytes) -> Result<Map<String, Value>, GatewayError> {
+/// A request message the gateway reads, with its protobuf name so that a refused field can
+/// be described from the descriptors.
+trait GatewayRequest: DeserializeOwned {
+    /// The fully qualified message name, without the leading dot.
+    const PROTO_NAME: &'static str;
+}
+
+macro_rules! etcd_requests {
+    ($($message:ident),* $(,)?) => {$(
+        impl GatewayRequest for $message {
+            const PROTO_NAME: &'static str = concat!("etcdserverpb.", stringify!($message));
+        }
+    )*};
+}
+
+etcd_requests!(
+    RangeRequest,
+    PutRequest,
+    DeleteRangeRequest,
+    TxnRequest,
+    CompactionRequest,
+    LeaseGrantRequest,
+    LeaseRevokeRequest,
+    StatusRequest,
+    MemberListRequest,
+);
+
+fn read<T: GatewayRequest>(node: &NodeHandle, body: &[u8]) -> Result<T, GatewayError> {
     if body.len() > node.max_request_bytes {
         return Err(GatewayError::bad("etcdserver: request is too large"));
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
+    decode(body)
+}
+
+/// A body as a request message. It goes through a `Value` first so that a syntax error and a
+/// field of the wrong type get different messages, and so that [`normalize`] can run.
+/// Nested txns are bounded by the JSON parser's own recursion limit (128 levels).
+fn decode<T: GatewayRequest>(body: &[u8]) -> Result<T, GatewayError> {
+    let mut value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| GatewayError::bad(format!("invalid JSON body: {e}")))?
+    };
+    if !value.is_object() {
+        return Err(GatewayError::bad("request body must be a JSON object"));
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(GatewayError::bad("request body must be a JSON object")),
-        Err(e) => Err(GatewayError::bad(format!("invalid JSON body: {e}"))),
+    normalize(&mut value, MESSAGES.get(T::PROTO_NAME));
+    serde_path_to_error::deserialize(&value).map_err(|e| {
+        let path = e.path();
+        let expected = describe(T::PROTO_NAME, path)
+            .map(|what| format!(": expected {what}"))
+            .unwrap_or_default();
+        if path.iter().next().is_none() {
+            GatewayError::bad(format!("{}{expected}", e.inner()))
+        } else {
+            GatewayError::bad(format!(
+                "field {:?}{expected}: {}",
+                path.to_string(),
+                e.inner()
+            ))
+        }
+    })
+}
+
+/// The two jsonpb reading rules the generated impls lack, applied to `value` read as
+/// `message`: a field set to `null` has its default (pbjson refuses `null` for a scalar or
+/// list), and a field given in both spellings takes the `.proto` one and ignores the other
+/// (pbjson refuses the pair as a duplicate).
+fn normalize(value: &mut Value, message: Option<&DescriptorProto>) {
+    match value {
+        Value::Object(m) => {
+            m.retain(|_, v| !v.is_null());
+            for field in message.map(|d| d.field.as_slice()).unwrap_or_default() {
+                if field.json_name() != field.name() && m.contains_key(field.name()) {
+                    m.remove(field.json_name());
+                }
+            }
+            for (key, v) in m.iter_mut() {
+                normalize(v, message.and_then(|d| field_message(d, key)));
+            }
+        }
+        // A repeated message field: each element is one of the field's messages.
+        Value::Array(a) => a.iter_mut().for_each(|v| normalize(v, message)),
+        _ => {}
     }
 }
 
-/// protobuf's lowerCamelCase JSON name of a snake_case field.
-fn camel(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut up = false;
-    for c in name.chars() {
-        if c == '_' {
-            up = true;
-        } else if up {
-            out.extend(c.to_uppercase());
-            up = false;
-        } else {
-            out.push(c);
+/// The field of `message` spelt `key`, by either spelling.
+fn field_named<'a>(message: &'a DescriptorProto, key: &str) -> Option<&'a FieldDescriptorProto> {
+    message
+        .field
+        .iter()
+        .find(|f| f.name() == key || f.json_name() == key)
+}
+
+/// The message type of the field of `message` spelt `key`, if it is a message field.
+fn field_message(message: &DescriptorProto, key: &str) -> Option<&'static DescriptorProto> {
+    field_named(message, key)
+        .filter(|f| f.r#type() == Type::Message)
+        .and_then(|f| MESSAGES.get(f.type_name().trim_start_matches('.')))
+}
+
+/// Every message in the descriptor set, by fully qualified name without the leading dot.
+static MESSAGES: LazyLock<HashMap<String, DescriptorProto>> = LazyLock::new(|| {
+    let mut out = HashMap::new();
+    // The set is written by the same build that generated the impls, so it decodes (a unit
+    // test checks every request message is found); a network path must not panic on it anyway.
+    if let Ok(set) = FileDescriptorSet::decode(flotilla_proto::FILE_DESCRIPTOR_SET) {
+        for file in set.file {
+            let package = file.package().to_string();
+            for message in file.message_type {
+                index_message(&package, message, &mut out);
+            }
         }
     }
     out
-}
+});
 
-/// A field by either JSON spelling; `null` counts as absent.
-fn field<'a>(m: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    m.get(name)
-        .or_else(|| m.get(&camel(name)))
-        .filter(|v| !v.is_null())
-}
-
-fn get_bytes(m: &Map<String, Value>, name: &str) -> Result<Vec<u8>, GatewayError> {
-    match field(m, name) {
-        None => Ok(Vec::new()),
-        Some(Value::String(s)) => decode_b64(s)
-            .ok_or_else(|| GatewayError::bad(format!("field {name:?}: invalid base64 {s:?}"))),
-        Some(_) => Err(GatewayError::bad(format!(
-            "field {name:?}: expected a base64 string"
-        ))),
+fn index_message(
+    scope: &str,
+    mut message: DescriptorProto,
+    out: &mut HashMap<String, DescriptorProto>,
+) {
+    let name = format!("{scope}.{}", message.name());
+    for nested in std::mem::take(&mut message.nested_type) {
+        index_message(&name, nested, out);
     }
+    out.insert(name, message);
 }
 
-fn decode_b64(s: &str) -> Option<Vec<u8>> {
-    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
-        .iter()
-        .find_map(|e| e.decode(s).ok())
-}
-
-fn get_i64(m: &Map<String, Value>, name: &str) -> Result<i64, GatewayError> {
-    let bad = || GatewayError::bad(format!("field {name:?}: expected a 64-bit integer"));
-    match field(m, name) {
-        None => Ok(0),
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(bad),
-        Some(Value::String(s)) => s.trim().parse().map_err(|_| bad()),
-        Some(_) => Err(bad()),
+/// What the field at `path` (as serde reports it) of message `root` holds, in words.
+fn describe(root: &str, path: &Path) -> Option<String> {
+    let mut message = MESSAGES.get(root)?;
+    // The field the path has reached, and whether it went on into one of its list elements.
+    let mut at: Option<(&FieldDescriptorProto, bool)> = None;
+    for segment in path.iter() {
+        match segment {
+            Segment::Map { key } => {
+                if let Some((field, _)) = at {
+                    message = MESSAGES.get(field.type_name().trim_start_matches('.'))?;
+                }
+                at = Some((field_named(message, key)?, false));
+            }
+            Segment::Seq { .. } => at = at.map(|(field, _)| (field, true)),
+            _ => return None,
+        }
     }
-}
-
-fn get_bool(m: &Map<String, Value>, name: &str) -> Result<bool, GatewayError> {
-    match field(m, name) {
-        None => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(GatewayError::bad(format!(
-            "field {name:?}: expected a boolean"
-        ))),
-    }
-}
-
-fn get_enum(
-    m: &Map<String, Value>,
-    name: &str,
-    by_name: impl Fn(&str) -> Option<i32>,
-    valid: impl Fn(i32) -> bool,
-) -> Result<i32, GatewayError> {
-    let bad = || GatewayError::bad(format!("field {name:?}: unknown enum value"));
-    match field(m, name) {
-        None => Ok(0),
-        Some(Value::String(s)) => by_name(s).ok_or_else(bad),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .and_then(|n| i32::try_from(n).ok())
-            .filter(|n| valid(*n))
-            .ok_or_else(bad),
-        Some(_) => Err(bad()),
-    }
-}
-
-fn get_object<'a>(
-    m: &'a Map<String, Value>,
-    name: &str,
-) -> Result<Option<&'a Map<String, Value>>, GatewayError> {
-    match field(m, name) {
-        None => Ok(None),
-        Some(Value::Object(o)) => Ok(Some(o)),
-        Some(_) => Err(GatewayError::bad(format!(
-            "field {name:?}: expected an object"
-        ))),
-    }
-}
-
-fn get_list<'a>(
-    m: &'a Map<String, Value>,
-    name: &str,
-) -> Result<Vec<&'a Map<String, Value>>, GatewayError> {
-    match field(m, name) {
-        None => Ok(Vec::new()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| match v {
-                Value::Object(o) => Ok(o),
-                _ => Err(GatewayError::bad(format!(
-                    "field {name:?}: expected a list of objects"
-                ))),
-            })
-            .collect(),
-        Some(_) => Err(GatewayError::bad(format!(
-            "field {name:?}: expected a list"
-        ))),
-    }
-}
-
-fn range_request(m: &Map<String, Value>) -> Result<RangeRequest, GatewayError> {
-    Ok(RangeRequest {
-        key: get_bytes(m, "key")?,
-        range_end: get_bytes(m, "range_end")?,
-        limit: get_i64(m, "limit")?,
-        revision: get_i64(m, "revision")?,
-        sort_order: get_enum(
-            m,
-            "sort_order",
-            |s| range_request::SortOrder::from_str_name(s).map(|e| e as i32),
-            |n| range_request::SortOrder::try_from(n).is_ok(),
-        )?,
-        sort_target: get_enum(
-            m,
-            "sort_target",
-            |s| range_request::SortTarget::from_str_name(s).map(|e| e as i32),
-            |n| range_request::SortTarget::try_from(n).is_ok(),
-        )?,
-        serializable: get_bool(m, "serializable")?,
-        keys_only: get_bool(m, "keys_only")?,
-        count_only: get_bool(m, "count_only")?,
-        min_mod_revision: get_i64(m, "min_mod_revision")?,
-        max_mod_revision: get_i64(m, "max_mod_revision")?,
-        min_create_revision: get_i64(m, "min_create_revision")?,
-        max_create_revision: get_i64(m, "max_create_revision")?,
-    })
-}
-
-fn put_request(m: &Map<String, Value>) -> Result<PutRequest, GatewayError> {
-    Ok(PutRequest {
-        key: get_bytes(m, "key")?,
-        value: get_bytes(m, "value")?,
-        lease: get_i64(m, "lease")?,
-        prev_kv: get_bool(m, "prev_kv")?,
-        ignore_value: get_bool(m, "ignore_value")?,
-        ignore_lease: get_bool(m, "ignore_lease")?,
-    })
-}
-
-fn delete_request(m: &Map<String, Value>) -> Result<DeleteRangeRequest, GatewayError> {
-    Ok(DeleteRangeRequest {
-        key: get_bytes(m, "key")?,
-        range_end: get_bytes(m, "range_end")?,
-        prev_kv: get_bool(m, "prev_kv")?,
-    })
-}
-
-fn compare_of(m: &Map<String, Value>) -> Result<Compare, GatewayError> {
-    use compare::TargetUnion as T;
-    let target_union = if field(m, "version").is_some() {
-        Some(T::Version(get_i64(m, "version")?))
-    } else if field(m, "create_revision").is_some() {
-        Some(T::CreateRevision(get_i64(m, "create_revision")?))
-    } else if field(m, "mod_revision").is_some() {
-        Some(T::ModRevision(get_i64(m, "mod_revision")?))
-    } else if field(m, "value").is_some() {
-        Some(T::Value(get_bytes(m, "value")?))
-    } else if field(m, "lease").is_some() {
-        Some(T::Lease(get_i64(m, "lease")?))
+    let (field, in_element) = at?;
+    let one = match field.r#type() {
+        Type::Bytes => "bytes in base64".to_string(),
+        Type::Int64 | Type::Sint64 | Type::Sfixed64 => {
+            "a 64-bit integer (a number or a string)".to_string()
+        }
+        Type::Uint64 | Type::Fixed64 => {
+            "an unsigned 64-bit integer (a number or a string)".to_string()
+        }
+        Type::Int32 | Type::Sint32 | Type::Sfixed32 => {
+            "a 32-bit integer (a number or a string)".to_string()
+        }
+        Type::Uint32 | Type::Fixed32 => {
+            "an unsigned 32-bit integer (a number or a string)".to_string()
+        }
+        Type::Bool => "true or false".to_string(),
+        Type::String => "a string".to_string(),
+        Type::Double | Type::Float => "a number".to_string(),
+        Type::Enum => format!(
+            "enum {} (a value's name or number)",
+            field.type_name().trim_start_matches('.')
+        ),
+        Type::Message | Type::Group => {
+            format!("an object ({})", field.type_name().trim_start_matches('.'))
+        }
+    };
+    Some(if field.label() == Label::Repeated && !in_element {
+        format!("a list, each {one}")
     } else {
-        None
-    };
-    Ok(Compare {
-        result: get_enum(
-            m,
-            "result",
-            |s| compare::CompareResult::from_str_name(s).map(|e| e as i32),
-            |n| compare::CompareResult::try_from(n).is_ok(),
-        )?,
-        target: get_enum(
-            m,
-            "target",
-            |s| compare::CompareTarget::from_str_name(s).map(|e| e as i32),
-            |n| compare::CompareTarget::try_from(n).is_ok(),
-        )?,
-        key: get_bytes(m, "key")?,
-        range_end: get_bytes(m, "range_end")?,
-        target_union,
-    })
-}
-
-/// Nested txns are bounded by the JSON parser's own recursion limit (128 levels).
-fn request_op(m: &Map<String, Value>) -> Result<RequestOp, GatewayError> {
-    use request_op::Request as R;
-    let request = if let Some(o) = get_object(m, "request_range")? {
-        Some(R::RequestRange(range_request(o)?))
-    } else if let Some(o) = get_object(m, "request_put")? {
-        Some(R::RequestPut(put_request(o)?))
-    } else if let Some(o) = get_object(m, "request_delete_range")? {
-        Some(R::RequestDeleteRange(delete_request(o)?))
-    } else if let Some(o) = get_object(m, "request_txn")? {
-        Some(R::RequestTxn(txn_request(o)?))
-    } else {
-        None
-    };
-    Ok(RequestOp { request })
-}
-
-fn txn_request(m: &Map<String, Value>) -> Result<TxnRequest, GatewayError> {
-    let ops = |name: &str| -> Result<Vec<RequestOp>, GatewayError> {
-        get_list(m, name)?.into_iter().map(request_op).collect()
-    };
-    Ok(TxnRequest {
-        compare: get_list(m, "compare")?
-            .into_iter()
-            .map(compare_of)
-            .collect::<Result<_, _>>()?,
-        success: ops("success")?,
-        failure: ops("failure")?,
+        one
     })
 }
 
 // ---------- writing JSON ----------
 
-/// Collects the non-default fields of a message.
-#[derive(Default)]
-struct Out(Map<String, Value>);
-
-impl Out {
-    fn int(mut self, name: &str, v: i64) -> Self {
-        if v != 0 {
-            self.0.insert(name.into(), Value::String(v.to_string()));
-        }
-        self
-    }
-    fn uint(mut self, name: &str, v: u64) -> Self {
-        if v != 0 {
-            self.0.insert(name.into(), Value::String(v.to_string()));
-        }
-        self
-    }
-    fn bytes(mut self, name: &str, v: &[u8]) -> Self {
-        if !v.is_empty() {
-            let s = base64::engine::general_purpose::STANDARD.encode(v);
-            self.0.insert(name.into(), Value::String(s));
-        }
-        self
-    }
-    fn string(mut self, name: &str, v: &str) -> Self {
-        if !v.is_empty() {
-            self.0.insert(name.into(), Value::String(v.into()));
-        }
-        self
-    }
-    fn boolean(mut self, name: &str, v: bool) -> Self {
-        if v {
-            self.0.insert(name.into(), Value::Bool(true));
-        }
-        self
-    }
-    fn value(mut self, name: &str, v: Option<Value>) -> Self {
-        if let Some(v) = v {
-            self.0.insert(name.into(), v);
-        }
-        self
-    }
-    fn list(mut self, name: &str, v: Vec<Value>) -> Self {
-        if !v.is_empty() {
-            self.0.insert(name.into(), Value::Array(v));
-        }
-        self
-    }
-    fn done(self) -> Value {
-        Value::Object(self.0)
-    }
-}
-
-fn header_json(h: &Option<ResponseHeader>) -> Option<Value> {
-    h.as_ref().map(|h| {
-        Out::default()
-            .uint("cluster_id", h.cluster_id)
-            .uint("member_id", h.member_id)
-            .int("revision", h.revision)
-            .uint("raft_term", h.raft_term)
-            .done()
+/// A response message as the gateway prints it (the generated impls, `OrigName`).
+fn answer<T: Serialize>(message: &T) -> Answer {
+    serde_json::to_value(message).map(axum::Json).map_err(|e| {
+        GatewayError(tonic::Status::internal(format!(
+            "encoding the response: {e}"
+        )))
     })
-}
-
-fn kv_json(kv: &KeyValue) -> Value {
-    Out::default()
-        .bytes("key", &kv.key)
-        .int("create_revision", kv.create_revision)
-        .int("mod_revision", kv.mod_revision)
-        .int("version", kv.version)
-        .bytes("value", &kv.value)
-        .int("lease", kv.lease)
-        .done()
-}
-
-fn range_json(r: &RangeResponse) -> Value {
-    Out::default()
-        .value("header", header_json(&r.header))
-        .list("kvs", r.kvs.iter().map(kv_json).collect())
-        .boolean("more", r.more)
-        .int("count", r.count)
-        .done()
-}
-
-fn put_json(r: &PutResponse) -> Value {
-    Out::default()
-        .value("header", header_json(&r.header))
-        .value("prev_kv", r.prev_kv.as_ref().map(kv_json))
-        .done()
-}
-
-fn delete_json(r: &DeleteRangeResponse) -> Value {
-    Out::default()
-        .value("header", header_json(&r.header))
-        .int("deleted", r.deleted)
-        .list("prev_kvs", r.prev_kvs.iter().map(kv_json).collect())
-        .done()
-}
-
-fn txn_json(r: &TxnResponse) -> Value {
-    Out::default()
-        .value("header", header_json(&r.header))
-        .boolean("succeeded", r.succeeded)
-        .list(
-            "responses",
-            r.responses.iter().map(response_op_json).collect(),
-        )
-        .done()
-}
-
-fn response_op_json(op: &ResponseOp) -> Value {
-    use response_op::Response as R;
-    let out = Out::default();
-    match &op.response {
-        Some(R::ResponseRange(r)) => out.value("response_range", Some(range_json(r))),
-        Some(R::ResponsePut(r)) => out.value("response_put", Some(put_json(r))),
-        Some(R::ResponseDeleteRange(r)) => out.value("response_delete_range", Some(delete_json(r))),
-        Some(R::ResponseTxn(r)) => out.value("response_txn", Some(txn_json(r))),
-        None => out,
-    }
-    .done()
 }
 
 // ---------- handlers ----------
 
 async fn kv_range(State(node): State<NodeHandle>, body: Bytes) -> Answer {
-    let req = range_request(&parse_body(&node, &body)?)?;
+    let req: RangeRequest = read(&node, &body)?;
     let r = KvService::new(node).range(tonic::Request::new(req)).await?;
-    Ok(axum::Json(range_json(r.get_ref())))
+    answer(r.get_ref())
 }
 
 async fn kv_put(State(node): State<NodeHandle>, body: Bytes) -> Answer {
-    let req = put_request(&parse_body(&node, &body)?)?;
+    let req: PutRequest = read(&node, &body)?;
     let r = KvService::new(node).put(tonic::Request::new(req)).await?;
-    Ok(axum::Json(put_json(r.get_ref())))
+    answer(r.get_ref())
 }
 
 async fn kv_deleterange(State(node): State<NodeHandle>, body: Bytes) -> Answer {
-    let req = delete_request(&parse_body(&node, &body)?)?;
+    let req: DeleteRangeRequest = read(&node, &body)?;
     let r = KvService::new(node)
         .delete_range(tonic::Request::new(req))
         .await?;
-    Ok(axum::Json(delete_json(r.get_ref())))
+    answer(r.get_ref())
 }
 
 async fn kv_txn(State(node): State<NodeHandle>, body: Bytes) -> Answer {
-    let req = txn_request(&parse_body(&node, &body)?)?;
+    let req: TxnRequest = read(&node, &body)?;
     let r = KvService::new(node).txn(tonic::Request::new(req)).await?;
-    Ok(axum::Json(txn_json(r.get_ref())))
+    answer(r.get_ref())
 }
 
 async fn kv_compaction(State(node): State<NodeHandle>, body: Bytes) -> Answer {
-    let m = parse_body(&node, &body)?;
-    let req = CompactionRequest {
-        revision: get_i64(&m, "revision")?,
-        physical: get_bool(&m, "physical")?,
-    };
+    let req: CompactionRequest = read(&node, &body)?;
     let r = KvService::new(node)
         .compact(tonic::Request::new(req))
         .await?;
-    Ok(axum::Json(
-        Out::default()
-            .value("header", header_json(&r.get_ref().header))
-            .done(),
-    ))
-}
-
-/// etcd's lease messages spell their fields `ID` and `TTL`.
-fn get_upper_i64(m: &Map<String, Value>, upper: &str) -> Result<i64, GatewayError> {
-    match m.get(upper) {
-        Some(_) => get_i64(m, upper),
-        None => get_i64(m, &upper.to_ascii_lowercase()),
-    }
+    answer(r.get_ref())
 }
 
 async fn lease_grant(State(node): State<NodeHandle>, body: Bytes) -> Answer {
-    let m = parse_body(&node, &body)?;
-    let req = LeaseGrantRequest {
-        ttl: get_upper_i64(&m, "TTL")?,
-        id: get_upper_i64(&m, "ID")?,
-    };
+    let req: LeaseGrantRequest = read(&node, &body)?;
     let r = LeaseService::new(node)
         .lease_grant(tonic::Request::new(req))
         .await?;
-    let r = r.get_ref();
-    Ok(axum::Json(
-        Out::default()
-            .value("header", header_json(&r.header))
-            .int("ID", r.id)
-            .int("TTL", r.ttl)
-            .string("error", &r.error)
-            .done(),
-    ))
+    answer(r.get_ref())
 }
 
 async fn lease_revoke(State(node): State<NodeHandle>, body: Bytes) -> Answer {
-    let m = parse_body(&node, &body)?;
-    let req = LeaseRevokeRequest {
-        id: get_upper_i64(&m, "ID")?,
-    };
+    let req: LeaseRevokeRequest = read(&node, &body)?;
     let r = LeaseService::new(node)
         .lease_revoke(tonic::Request::new(req))
         .await?;
-    Ok(axum::Json(
-        Out::default()
-            .value("header", header_json(&r.get_ref().header))
-            .done(),
-    ))
+    answer(r.get_ref())
 }
 
 async fn maintenance_status(State(node): State<NodeHandle>, body: Bytes) -> Answer {
-    parse_body(&node, &body)?;
+    let req: StatusRequest = read(&node, &body)?;
     let r = MaintenanceService::new(node)
-        .status(tonic::Request::new(StatusRequest {}))
+        .status(tonic::Request::new(req))
         .await?;
-    let r = r.get_ref();
-    Ok(axum::Json(
-        Out::default()
-            .value("header", header_json(&r.header))
-            .string("version", &r.version)
-            .int("dbSize", r.db_size)
-            .uint("leader", r.leader)
-            .uint("raftIndex", r.raft_index)
-            .uint("raftTerm", r.raft_term)
-            .uint("raftAppliedIndex", r.raft_applied_index)
-            .list(
-                "errors",
-                r.errors.iter().map(|e| Value::String(e.clone())).collect(),
-            )
-            .int("dbSizeInUse", r.db_size_in_use)
-            .boolean("isLearner", r.is_learner)
-            .done(),
-    ))
+    answer(r.get_ref())
 }
 
 async fn member_list(State(node): State<NodeHandle>, body: Bytes) -> Answer {
-    parse_body(&node, &body)?;
+    let req: MemberListRequest = read(&node, &body)?;
     let r = ClusterService::new(node)
-        .member_list(tonic::Request::new(MemberListRequest {}))
+        .member_list(tonic::Request::new(req))
         .await?;
-    let r = r.get_ref();
-    let strings = |v: &[String]| v.iter().map(|s| Value::String(s.clone())).collect();
-    let members = r
-        .members
-        .iter()
-        .map(|m| {
-            Out::default()
-                .uint("ID", m.id)
-                .string("name", &m.name)
-                .list("peerURLs", strings(&m.peer_ur_ls))
-                .list("clientURLs", strings(&m.client_ur_ls))
-                .boolean("isLearner", m.is_learner)
-                .done()
-        })
-        .collect();
-    Ok(axum::Json(
-        Out::default()
-            .value("header", header_json(&r.header))
-            .list("members", members)
-            .done(),
-    ))
+    answer(r.get_ref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flotilla_proto::etcdserverpb::{
+        LeaseGrantResponse, Member, MemberListResponse, RangeResponse, ResponseHeader,
+        StatusResponse, compare, range_request, request_op,
+    };
+    use flotilla_proto::mvccpb::KeyValue;
 
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
+    fn decode_json<T: GatewayRequest>(v: &Value) -> Result<T, GatewayError> {
+        decode(v.to_string().as_bytes())
     }
 
     #[test]
     fn requests_read_both_spellings_strings_and_enums() {
-        let m = obj(
-            json!({"key": "Zm9v", "rangeEnd": "Zm9w", "limit": "5", "revision": 3,
-            "sort_order": "DESCEND", "sort_target": 3, "keys_only": true}),
-        );
-        let r = range_request(&m).expect("valid");
+        let r: RangeRequest = decode_json(&json!({"key": "Zm9v", "rangeEnd": "Zm9w",
+            "limit": "5", "revision": 3, "sort_order": "DESCEND", "sort_target": 3,
+            "keys_only": true}))
+        .expect("valid");
         assert_eq!(r.key, b"foo");
         assert_eq!(r.range_end, b"fop");
         assert_eq!((r.limit, r.revision), (5, 3));
@@ -636,30 +407,80 @@ mod tests {
     }
 
     #[test]
-    fn bad_fields_are_refused_with_invalid_argument() {
-        for bad in [
-            json!({"key": 5}),
-            json!({"key": "!!!"}),
-            json!({"limit": "ten"}),
-            json!({"keys_only": "yes"}),
-            json!({"sort_order": "SIDEWAYS"}),
-            json!({"sort_order": 9}),
-        ] {
-            let e = range_request(&obj(bad.clone())).expect_err("refused");
-            assert_eq!(e.0.code(), tonic::Code::InvalidArgument, "{bad}");
+    fn requests_read_url_safe_base64_nulls_unknown_fields_and_empty_bodies() {
+        // "+/8=" in standard base64 is "-_8" in URL-safe base64 without padding.
+        let r: RangeRequest = decode_json(&json!({"key": "-_8", "range_end": null,
+            "limit": null, "sort_order": null, "future_field": {"x": [1]}}))
+        .expect("valid");
+        assert_eq!(r.key, [0xfb, 0xff]);
+        assert!(r.range_end.is_empty() && r.limit == 0 && r.sort_order == 0);
+        let p: PutRequest = decode_json(&json!({"key": "+/8=", "value": "YmFy"})).expect("valid");
+        assert_eq!(p.key, [0xfb, 0xff]);
+        for empty in ["", "  \n", "{}"] {
+            let s: StatusRequest = decode(empty.as_bytes()).expect("empty request");
+            assert_eq!(s, StatusRequest {});
         }
-        let e = txn_request(&obj(json!({"compare": [1]}))).expect_err("refused");
+        // Both spellings at once: the .proto one wins, as in jsonpb, at any depth.
+        let r: RangeRequest = decode_json(&json!({"key": "Zm9v", "rangeEnd": "eA==",
+            "range_end": "Zm9w"}))
+        .expect("valid");
+        assert_eq!(r.range_end, b"fop");
+        let t: TxnRequest = decode_json(&json!({"compare": null, "success": [{
+            "requestPut": {"key": "eA=="},
+            "request_put": {"key": "Zm9v", "prevKv": false, "prev_kv": true, "lease": null}}]}))
+        .expect("valid");
+        assert!(matches!(
+            &t.success[0].request,
+            Some(request_op::Request::RequestPut(p)) if p.prev_kv && p.key == b"foo"
+        ));
+        let g: LeaseGrantRequest = decode_json(&json!({"TTL": "30", "ID": 7})).expect("valid");
+        assert_eq!((g.ttl, g.id), (30, 7));
+    }
+
+    #[test]
+    fn bad_fields_are_refused_with_invalid_argument() {
+        for (bad, want) in [
+            (json!({"key": 5}), "base64"),
+            (json!({"key": "!!!"}), "base64"),
+            (json!({"limit": "ten"}), "integer"),
+            (json!({"keys_only": "yes"}), "true or false"),
+            (json!({"sort_order": "SIDEWAYS"}), "enum"),
+            (json!({"sort_order": 9}), "enum"),
+        ] {
+            let e = decode_json::<RangeRequest>(&bad).expect_err("refused");
+            assert_eq!(e.0.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert!(e.0.message().contains(want), "{bad}: {}", e.0.message());
+        }
+        let e = decode_json::<TxnRequest>(&json!({"compare": [1]})).expect_err("refused");
         assert_eq!(e.0.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.0.message().contains("compare[0]")
+                && e.0.message().contains("an object (etcdserverpb.Compare)"),
+            "{}",
+            e.0.message()
+        );
+        let nested = json!({"success": [{"request_put": {"lease": true}}]});
+        let e = decode_json::<TxnRequest>(&nested).expect_err("refused");
+        assert!(
+            e.0.message().contains("success[0].request_put.lease")
+                && e.0.message().contains("integer"),
+            "{}",
+            e.0.message()
+        );
+        for body in ["{\"key\": ", "[1, 2]", "\"key\""] {
+            let e = decode::<PutRequest>(body.as_bytes()).expect_err("refused");
+            assert_eq!(e.0.code(), tonic::Code::InvalidArgument, "{body}");
+        }
     }
 
     #[test]
     fn txn_requests_nest() {
-        let m = obj(json!({
+        let t: TxnRequest = decode_json(&json!({
             "compare": [{"result": "EQUAL", "target": "VALUE", "key": "Zm9v", "value": "YmFy"}],
             "success": [{"request_put": {"key": "Zm9v", "value": "YmF6"}}],
             "failure": [{"requestRange": {"key": "Zm9v"}}]
-        }));
-        let t = txn_request(&m).expect("valid");
+        }))
+        .expect("valid");
         assert_eq!(t.compare[0].target, compare::CompareTarget::Value as i32);
         assert_eq!(
             t.compare[0].target_union,
@@ -673,6 +494,37 @@ mod tests {
             t.failure[0].request,
             Some(request_op::Request::RequestRange(_))
         ));
+    }
+
+    #[test]
+    fn deeply_nested_txns_are_decoded_or_refused_without_overflowing() {
+        let nest = |depth: usize| {
+            let mut body = String::from("{}");
+            for _ in 0..depth {
+                body = format!("{{\"success\": [{{\"request_txn\": {body}}}]}}");
+            }
+            body
+        };
+        // 3 JSON levels a txn: 42 fit under serde_json's limit of 128, 50 do not.
+        assert!(decode::<TxnRequest>(nest(42).as_bytes()).is_ok());
+        let e = decode::<TxnRequest>(nest(50).as_bytes()).expect_err("too deep");
+        assert_eq!(e.0.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn every_request_is_described_by_the_descriptors() {
+        fn known<T: GatewayRequest>() {
+            assert!(MESSAGES.contains_key(T::PROTO_NAME), "{}", T::PROTO_NAME);
+        }
+        known::<RangeRequest>();
+        known::<PutRequest>();
+        known::<DeleteRangeRequest>();
+        known::<TxnRequest>();
+        known::<CompactionRequest>();
+        known::<LeaseGrantRequest>();
+        known::<LeaseRevokeRequest>();
+        known::<StatusRequest>();
+        known::<MemberListRequest>();
     }
 
     #[test]
@@ -696,7 +548,7 @@ mod tests {
             count: 1,
         };
         assert_eq!(
-            range_json(&r),
+            serde_json::to_value(&r).expect("encodes"),
             json!({
                 "header": {"cluster_id": u64::MAX.to_string(), "member_id": "2",
                            "revision": "7"},
@@ -704,6 +556,44 @@ mod tests {
                          "version": "1", "value": "YmFy"}],
                 "count": "1"
             })
+        );
+    }
+
+    #[test]
+    fn responses_use_the_names_written_in_the_proto_files() {
+        let grant = LeaseGrantResponse {
+            header: None,
+            id: 5,
+            ttl: 30,
+            error: String::new(),
+        };
+        assert_eq!(
+            serde_json::to_value(&grant).expect("encodes"),
+            json!({"ID": "5", "TTL": "30"})
+        );
+        let members = MemberListResponse {
+            header: None,
+            members: vec![Member {
+                id: 1,
+                name: "a".into(),
+                peer_ur_ls: vec!["http://a:2380".into()],
+                client_ur_ls: vec![],
+                is_learner: true,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&members).expect("encodes"),
+            json!({"members": [{"ID": "1", "name": "a", "peerURLs": ["http://a:2380"],
+                                "isLearner": true}]})
+        );
+        let status = StatusResponse {
+            db_size: 4096,
+            raft_index: 9,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&status).expect("encodes"),
+            json!({"dbSize": "4096", "raftIndex": "9"})
         );
     }
 
