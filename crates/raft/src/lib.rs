@@ -93,6 +93,7 @@
 
 #![warn(missing_docs)]
 
+mod confchange;
 mod config;
 mod errors;
 mod log;
@@ -101,14 +102,17 @@ mod progress;
 mod quorum;
 mod raft;
 mod raw_node;
+mod read_only;
 mod rng;
+mod sanity;
 mod storage;
 mod types;
 
 pub use config::{Config, Error};
 pub use errors::ProposeError;
 pub use mem_storage::MemStorage;
-pub use raw_node::{ProgressState, ProgressStatus, RawNode, Ready, Status};
+pub use progress::{ProgressState, ProgressStatus};
+pub use raw_node::{RawNode, Ready, Status};
 pub use storage::{LogStore, Storage, StorageError};
 pub use types::*;
 

@@ -7,25 +7,19 @@
 //! to the next `ready()` (`bcast_pending`) so that every proposal made between two Readies
 //! travels in one Append per follower — that is the batching.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 
+use crate::confchange::ConfHistory;
 use crate::config::{Config, Error};
 use crate::errors::ProposeError;
 use crate::log::RaftLog;
-use crate::progress::Progress;
+use crate::progress::{Progress, ProgressState};
 use crate::quorum::{self, VoteResult};
-use crate::raw_node::ProgressState;
+use crate::read_only::ReadOnly;
 use crate::rng::Rng;
+use crate::sanity::is_sane;
 use crate::storage::{Storage, StorageError};
 use crate::types::*;
-
-/// A ReadIndex request waiting for its heartbeat round.
-struct ReadRequest {
-    ctx: Vec<u8>,
-    index: u64,
-    from: NodeId,
-    acks: BTreeSet<NodeId>,
-}
 
 pub(crate) struct Raft<S: Storage> {
     pub(crate) id: NodeId,
@@ -34,12 +28,8 @@ pub(crate) struct Raft<S: Storage> {
     pub(crate) log: RaftLog<S>,
     pub(crate) role: Role,
     pub(crate) leader: NodeId,
-    /// The configuration in effect: the latest appended one.
-    pub(crate) conf: ConfState,
-    /// `(index, configuration that took effect there)`, oldest first; the front is the base
-    /// (bootstrap or snapshot) and is never popped, so a truncation can restore what came
-    /// before (pitfall 13).
-    conf_history: VecDeque<(u64, ConfState)>,
+    /// The configuration in effect and those a truncation could bring back (pitfall 13).
+    pub(crate) confs: ConfHistory,
     pub(crate) prs: BTreeMap<NodeId, Progress>,
     votes: BTreeMap<NodeId, bool>,
     pub(crate) msgs: Vec<Message>,
@@ -63,9 +53,7 @@ pub(crate) struct Raft<S: Storage> {
     catch_up_next: u64,
     rng: Rng,
     pub(crate) lead_transferee: NodeId,
-    read_queue: VecDeque<ReadRequest>,
-    /// Reads that arrived before the leader committed an entry of its term (pitfall 18).
-    pending_reads: Vec<(Vec<u8>, NodeId)>,
+    read_only: ReadOnly,
     /// New entries (or a new commit index) wait to be broadcast at the next `ready()`.
     pub(crate) bcast_pending: bool,
     commit_bcast: bool,
@@ -78,53 +66,6 @@ fn is_log_msg(body: &MessageBody) -> bool {
             | MessageBody::Heartbeat { .. }
             | MessageBody::InstallSnapshot { .. }
     )
-}
-
-/// No real log or term gets anywhere near 2^62; bigger numbers are malformed input, and
-/// refusing them up front keeps every `+ 1` in the protocol free of overflow.
-const SANE_LIMIT: u64 = 1 << 62;
-
-fn is_sane(m: &Message) -> bool {
-    let ok = |v: u64| v < SANE_LIMIT;
-    ok(m.term)
-        && match &m.body {
-            MessageBody::PreVote {
-                last_index,
-                last_term,
-            }
-            | MessageBody::Vote {
-                last_index,
-                last_term,
-                ..
-            } => ok(*last_index) && ok(*last_term),
-            MessageBody::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            } => {
-                ok(*prev_index)
-                    && ok(*prev_term)
-                    && ok(*commit)
-                    && entries.iter().all(|e| ok(e.index) && ok(e.term))
-            }
-            MessageBody::AppendResponse {
-                index,
-                hint_index,
-                hint_term,
-                ..
-            } => ok(*index) && ok(*hint_index) && ok(*hint_term),
-            MessageBody::Heartbeat { commit, .. } => ok(*commit),
-            MessageBody::InstallSnapshot { snapshot } => {
-                ok(snapshot.meta.index) && ok(snapshot.meta.term)
-            }
-            MessageBody::ReadIndexResponse { index, .. } => ok(*index),
-            MessageBody::PreVoteResponse { .. }
-            | MessageBody::VoteResponse { .. }
-            | MessageBody::HeartbeatResponse { .. }
-            | MessageBody::TimeoutNow
-            | MessageBody::ReadIndex { .. } => true,
-        }
 }
 
 impl<S: Storage> Raft<S> {
@@ -140,16 +81,14 @@ impl<S: Storage> Raft<S> {
                 hs.commit
             )));
         }
-        log.committed = hs.commit.max(snap_index);
+        let committed = hs.commit.max(snap_index);
         let applied = config.applied.max(snap_index);
         if applied > last {
             return Err(Error::Config(format!(
                 "applied index {applied} is beyond the last log index {last}"
             )));
         }
-        // The caller applied it, so it was committed.
-        log.committed = log.committed.max(applied);
-        log.applied = applied;
+        log.start_at(committed, applied);
         let mut r = Raft {
             id: config.id,
             term: hs.term,
@@ -157,8 +96,7 @@ impl<S: Storage> Raft<S> {
             log,
             role: Role::Follower,
             leader: NO_NODE,
-            conf: base_conf.clone(),
-            conf_history: VecDeque::from([(snap_index, base_conf)]),
+            confs: ConfHistory::new(snap_index, base_conf),
             prs: BTreeMap::new(),
             votes: BTreeMap::new(),
             msgs: Vec::new(),
@@ -177,8 +115,7 @@ impl<S: Storage> Raft<S> {
             catch_up_next: 0,
             rng: Rng::new(config.seed),
             lead_transferee: NO_NODE,
-            read_queue: VecDeque::new(),
-            pending_reads: Vec::new(),
+            read_only: ReadOnly::default(),
             bcast_pending: false,
             commit_bcast: false,
         };
@@ -192,7 +129,7 @@ impl<S: Storage> Raft<S> {
             r.track_conf_entries(&chunk);
             lo = end + 1;
         }
-        r.prune_conf_history();
+        r.confs.prune(r.log.committed());
         r.become_follower(hs.term, NO_NODE);
         Ok(r)
     }
@@ -213,11 +150,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn promotable(&self) -> bool {
-        self.conf.voters.contains(&self.id)
-    }
-
-    pub(crate) fn pending_conf_index(&self) -> u64 {
-        self.conf_history.back().map_or(0, |(i, _)| *i)
+        self.confs.conf().voters.contains(&self.id)
     }
 
     fn reset_randomized_timeout(&mut self) {
@@ -236,7 +169,7 @@ impl<S: Storage> Raft<S> {
         HardState {
             term: self.term,
             vote: self.vote,
-            commit: self.log.committed,
+            commit: self.log.committed(),
         }
     }
 
@@ -244,41 +177,15 @@ impl<S: Storage> Raft<S> {
 
     /// Records the configuration changes among freshly appended `entries`.
     fn track_conf_entries(&mut self, entries: &[Entry]) {
-        let mut changed = false;
-        for e in entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
-            let Some(cc) = ConfChange::decode(&e.data) else {
-                continue;
-            };
-            let next = self.conf.apply(&cc);
-            self.conf_history.push_back((e.index, next.clone()));
-            self.conf = next;
-            changed = true;
-        }
-        if changed {
+        if self.confs.track(entries) {
             self.on_conf_changed();
         }
     }
 
     /// The entries from `first` on are being replaced: configurations they carried revert.
     fn revert_conf_from(&mut self, first: u64) {
-        let mut changed = false;
-        while self.conf_history.len() > 1
-            && self.conf_history.back().is_some_and(|(i, _)| *i >= first)
-        {
-            self.conf_history.pop_back();
-            changed = true;
-        }
-        if changed {
-            if let Some((_, cs)) = self.conf_history.back() {
-                self.conf = cs.clone();
-            }
+        if self.confs.revert_from(first) {
             self.on_conf_changed();
-        }
-    }
-
-    fn prune_conf_history(&mut self) {
-        while self.conf_history.len() >= 2 && self.conf_history[1].0 <= self.log.committed {
-            self.conf_history.pop_front();
         }
     }
 
@@ -287,15 +194,15 @@ impl<S: Storage> Raft<S> {
             return;
         }
         let last = self.log.last();
-        let members: Vec<(NodeId, bool)> = self
-            .conf
+        let conf = self.confs.conf();
+        let members: Vec<(NodeId, bool)> = conf
             .voters
             .iter()
             .map(|id| (*id, false))
-            .chain(self.conf.learners.iter().map(|id| (*id, true)))
+            .chain(conf.learners.iter().map(|id| (*id, true)))
             .collect();
-        self.prs
-            .retain(|id, _| *id == self.id || self.conf.contains(*id));
+        let me = self.id;
+        self.prs.retain(|id, _| *id == me || conf.contains(*id));
         for (id, learner) in members {
             let max_inflight = self.max_inflight;
             let pr = self.prs.entry(id).or_insert_with(|| {
@@ -305,7 +212,9 @@ impl<S: Storage> Raft<S> {
             });
             pr.is_learner = learner;
         }
-        if self.lead_transferee != NO_NODE && !self.conf.voters.contains(&self.lead_transferee) {
+        if self.lead_transferee != NO_NODE
+            && !self.confs.conf().voters.contains(&self.lead_transferee)
+        {
             self.lead_transferee = NO_NODE;
         }
     }
@@ -323,8 +232,7 @@ impl<S: Storage> Raft<S> {
         self.reset_randomized_timeout();
         self.votes.clear();
         self.lead_transferee = NO_NODE;
-        self.read_queue.clear();
-        self.pending_reads.clear();
+        self.read_only.reset();
         self.bcast_pending = false;
         self.commit_bcast = false;
     }
@@ -363,16 +271,16 @@ impl<S: Storage> Raft<S> {
         self.catch_up_mark = u64::MAX;
         self.catch_up_next = last;
         self.prs.clear();
-        for id in self.conf.members().collect::<Vec<_>>() {
+        for id in self.confs.conf().members().collect::<Vec<_>>() {
             let mut p = Progress::new(
                 last + 1,
                 self.max_inflight,
-                self.conf.learners.contains(&id),
+                self.confs.conf().learners.contains(&id),
             );
             p.recent_active = true;
             self.prs.insert(id, p);
         }
-        let persisted = self.log.persisted;
+        let persisted = self.log.persisted();
         let me = self
             .prs
             .entry(self.id)
@@ -405,13 +313,13 @@ impl<S: Storage> Raft<S> {
     fn campaign_pre_vote(&mut self) {
         self.become_pre_candidate();
         self.votes.insert(self.id, true);
-        if quorum::vote_result(&self.conf.voters, &self.votes) == VoteResult::Won {
+        if quorum::vote_result(&self.confs.conf().voters, &self.votes) == VoteResult::Won {
             self.campaign_vote(false);
             return;
         }
         let (li, lt) = (self.log.last(), self.log.last_term());
         let next_term = self.term.saturating_add(1);
-        for id in self.conf.voters.clone() {
+        for id in self.confs.conf().voters.clone() {
             if id != self.id {
                 self.send_with_term(
                     id,
@@ -428,12 +336,12 @@ impl<S: Storage> Raft<S> {
     fn campaign_vote(&mut self, transfer: bool) {
         self.become_candidate();
         self.votes.insert(self.id, true);
-        if quorum::vote_result(&self.conf.voters, &self.votes) == VoteResult::Won {
+        if quorum::vote_result(&self.confs.conf().voters, &self.votes) == VoteResult::Won {
             self.become_leader();
             return;
         }
         let (li, lt) = (self.log.last(), self.log.last_term());
-        for id in self.conf.voters.clone() {
+        for id in self.confs.conf().voters.clone() {
             if id != self.id {
                 self.send(
                     id,
@@ -517,12 +425,13 @@ impl<S: Storage> Raft<S> {
 
     fn quorum_active(&self) -> bool {
         let active = self
-            .conf
+            .confs
+            .conf()
             .voters
             .iter()
             .filter(|id| **id == self.id || self.prs.get(id).is_some_and(|p| p.recent_active))
             .count();
-        active >= quorum::majority(self.conf.voters.len())
+        active >= quorum::majority(self.confs.conf().voters.len())
     }
 
     // ---- sending -------------------------------------------------------------------------
@@ -532,7 +441,7 @@ impl<S: Storage> Raft<S> {
             .prs
             .iter()
             .filter(|(id, _)| **id != self.id)
-            .map(|(id, p)| (*id, p.matched.min(self.log.committed)))
+            .map(|(id, p)| (*id, p.matched.min(self.log.committed())))
             .collect();
         for (id, commit) in targets {
             self.send(
@@ -599,7 +508,7 @@ impl<S: Storage> Raft<S> {
                 if let Some(pr) = self.prs.get_mut(&to) {
                     pr.sent_entries(last_sent);
                 }
-                let commit = self.log.committed;
+                let commit = self.log.committed();
                 self.send(
                     to,
                     MessageBody::Append {
@@ -768,7 +677,7 @@ impl<S: Storage> Raft<S> {
 
     fn tally(&mut self, from: NodeId, granted: bool) {
         self.votes.entry(from).or_insert(granted);
-        match quorum::vote_result(&self.conf.voters, &self.votes) {
+        match quorum::vote_result(&self.confs.conf().voters, &self.votes) {
             VoteResult::Won => {
                 if self.role == Role::PreCandidate {
                     self.campaign_vote(false);
@@ -841,8 +750,8 @@ impl<S: Storage> Raft<S> {
         if !consecutive {
             return;
         }
-        if prev_index < self.log.committed {
-            let c = self.log.committed;
+        if prev_index < self.log.committed() {
+            let c = self.log.committed();
             self.append_response(from, c);
             return;
         }
@@ -864,7 +773,7 @@ impl<S: Storage> Raft<S> {
             let last_new = prev_index + entries.len() as u64;
             if let Some(ci) = self.log.find_conflict(&entries) {
                 let first = entries[ci].index;
-                if first <= self.log.committed {
+                if first <= self.log.committed() {
                     // Would rewrite committed entries: impossible from a real leader.
                     return;
                 }
@@ -896,12 +805,7 @@ impl<S: Storage> Raft<S> {
     /// Whether this node joined with an empty configuration and has not learned the
     /// bootstrap one yet.
     fn lacks_base_conf(&self) -> bool {
-        self.log.last() == 0
-            && self.log.committed == 0
-            && self
-                .conf_history
-                .front()
-                .is_some_and(|(i, cs)| *i == 0 && *cs == ConfState::default())
+        self.log.last() == 0 && self.log.committed() == 0 && self.confs.base_is_empty()
     }
 
     fn handle_snapshot(&mut self, from: NodeId, snapshot: Snapshot) {
@@ -914,15 +818,14 @@ impl<S: Storage> Raft<S> {
             if self.lacks_base_conf() && snapshot.meta.conf_state != ConfState::default() {
                 let cs = snapshot.meta.conf_state.clone();
                 self.log.restore(snapshot);
-                self.conf_history = VecDeque::from([(0, cs.clone())]);
-                self.conf = cs;
+                self.confs.restore(0, cs);
             }
             self.append_response(from, 0);
             return;
         }
-        if idx <= self.log.committed {
+        if idx <= self.log.committed() {
             // Pitfall 21: never go back behind the commit index.
-            let c = self.log.committed;
+            let c = self.log.committed();
             self.append_response(from, c);
             return;
         }
@@ -934,14 +837,13 @@ impl<S: Storage> Raft<S> {
         }
         let cs = snapshot.meta.conf_state.clone();
         self.log.restore(snapshot);
-        self.conf_history = VecDeque::from([(idx, cs.clone())]);
-        self.conf = cs;
+        self.confs.restore(idx, cs);
         self.append_response(from, idx);
     }
 
     pub(crate) fn commit_to(&mut self, index: u64) {
         if self.log.commit_to(index) {
-            self.prune_conf_history();
+            self.confs.prune(self.log.committed());
         }
     }
 
@@ -1049,20 +951,20 @@ impl<S: Storage> Raft<S> {
     /// Advances the commit index to what a majority of voters has persisted, counting only
     /// entries of this term (§5.4.2, pitfall 4). Returns whether it advanced.
     pub(crate) fn maybe_commit(&mut self) -> bool {
-        if self.conf.voters.is_empty() {
+        if self.confs.conf().voters.is_empty() {
             return false;
         }
         let me = self.id;
-        let persisted = self.log.persisted;
+        let persisted = self.log.persisted();
         let prs = &self.prs;
-        let mci = quorum::committed_index(&self.conf.voters, |id| {
+        let mci = quorum::committed_index(&self.confs.conf().voters, |id| {
             if id == me {
                 persisted
             } else {
                 prs.get(&id).map_or(0, |p| p.matched)
             }
         });
-        if mci <= self.log.committed || self.log.term_or_zero(mci) != self.term {
+        if mci <= self.log.committed() || self.log.term_or_zero(mci) != self.term {
             return false;
         }
         self.commit_to(mci);
@@ -1073,26 +975,28 @@ impl<S: Storage> Raft<S> {
     }
 
     fn on_leader_commit(&mut self) {
-        if !self.pending_reads.is_empty() && self.committed_own_term() {
-            for (ctx, from) in std::mem::take(&mut self.pending_reads) {
+        if self.read_only.has_deferred() && self.committed_own_term() {
+            for (ctx, from) in self.read_only.take_deferred() {
                 self.leader_read(ctx, from);
             }
         }
         // Pitfall 15: a removed leader steps down once its removal is committed.
-        if !self.conf.voters.contains(&self.id) && self.pending_conf_index() <= self.log.committed {
+        if !self.confs.conf().voters.contains(&self.id)
+            && self.confs.pending_index() <= self.log.committed()
+        {
             let _ = self.flush_bcast();
             self.become_follower(self.term, NO_NODE);
         }
     }
 
     fn committed_own_term(&self) -> bool {
-        self.log.term_or_zero(self.log.committed) == self.term
+        self.log.term_or_zero(self.log.committed()) == self.term
     }
 
     /// The caller made everything up to `index` durable.
     pub(crate) fn on_persisted(&mut self) {
         if self.role == Role::Leader {
-            let persisted = self.log.persisted;
+            let persisted = self.log.persisted();
             if let Some(me) = self.prs.get_mut(&self.id) {
                 me.maybe_update(persisted);
             }
@@ -1104,22 +1008,15 @@ impl<S: Storage> Raft<S> {
 
     fn leader_read(&mut self, ctx: Vec<u8>, from: NodeId) {
         if !self.committed_own_term() {
-            self.pending_reads.push((ctx, from));
+            self.read_only.defer(ctx, from);
             return;
         }
-        let index = self.log.committed;
-        if self.conf.voters.len() == 1 && self.conf.voters.contains(&self.id) {
+        let index = self.log.committed();
+        if self.confs.conf().voters.len() == 1 && self.confs.conf().voters.contains(&self.id) {
             self.answer_read(from, ctx, index);
             return;
         }
-        let mut acks = BTreeSet::new();
-        acks.insert(self.id);
-        self.read_queue.push_back(ReadRequest {
-            ctx: ctx.clone(),
-            index,
-            from,
-            acks,
-        });
+        self.read_only.add(ctx.clone(), index, from, self.id);
         self.bcast_heartbeat(Some(ctx));
     }
 
@@ -1132,20 +1029,11 @@ impl<S: Storage> Raft<S> {
     }
 
     fn read_ack(&mut self, from: NodeId, ctx: &[u8]) {
-        let Some(pos) = self.read_queue.iter().position(|r| r.ctx == ctx) else {
-            return;
-        };
-        self.read_queue[pos].acks.insert(from);
-        let acked = self.read_queue[pos]
-            .acks
-            .iter()
-            .filter(|id| self.conf.voters.contains(id))
-            .count();
-        if acked >= quorum::majority(self.conf.voters.len()) {
-            // Confirming this round confirms every earlier request too.
-            for r in self.read_queue.drain(..=pos).collect::<Vec<_>>() {
-                self.answer_read(r.from, r.ctx, r.index);
-            }
+        for req in self
+            .read_only
+            .recv_ack(from, ctx, &self.confs.conf().voters)
+        {
+            self.answer_read(req.from, req.ctx, req.index);
         }
     }
 
@@ -1191,54 +1079,18 @@ impl<S: Storage> Raft<S> {
         cc: ConfChange,
     ) -> Result<(u64, u64), ProposeError> {
         self.check_leader()?;
-        if !self.committed_own_term() {
-            return Err(ProposeError::LeaderNotReady);
-        }
-        let pending = self.pending_conf_index();
-        if pending > self.log.committed {
-            return Err(ProposeError::ConfChangePending { index: pending });
-        }
-        let id = cc.node_id;
-        match cc.kind {
-            ConfChangeKind::AddLearner => {
-                if id == NO_NODE {
-                    return Err(ProposeError::InvalidConfChange(
-                        "node id 0 is reserved".into(),
-                    ));
-                }
-                if self.conf.contains(id) {
-                    return Err(ProposeError::InvalidConfChange(format!(
-                        "{id} is already a member"
-                    )));
-                }
-            }
-            ConfChangeKind::PromoteLearner => {
-                if !self.conf.learners.contains(&id) {
-                    return Err(ProposeError::InvalidConfChange(format!(
-                        "{id} is not a learner"
-                    )));
-                }
-                if !self.caught_up(id) {
-                    return Err(ProposeError::LearnerNotCaughtUp {
+        self.confs
+            .check(&cc, self.log.committed(), self.committed_own_term(), |id| {
+                if self.caught_up(id) {
+                    Ok(())
+                } else {
+                    Err(ProposeError::LearnerNotCaughtUp {
                         id,
                         matched: self.prs.get(&id).map_or(0, |p| p.matched),
                         last_index: self.log.last(),
-                    });
+                    })
                 }
-            }
-            ConfChangeKind::RemoveNode => {
-                if !self.conf.contains(id) {
-                    return Err(ProposeError::InvalidConfChange(format!(
-                        "{id} is not a member"
-                    )));
-                }
-                if self.conf.voters.len() == 1 && self.conf.voters.contains(&id) {
-                    return Err(ProposeError::InvalidConfChange(
-                        "cannot remove the last voter".into(),
-                    ));
-                }
-            }
-        }
+            })?;
         let r = self.append_own(EntryKind::ConfChange, cc.encode());
         // Removing a voter can shrink the majority needed.
         self.maybe_commit();
@@ -1270,7 +1122,7 @@ impl<S: Storage> Raft<S> {
             self.lead_transferee = NO_NODE;
             return Ok(());
         }
-        if !self.conf.voters.contains(&target) {
+        if !self.confs.conf().voters.contains(&target) {
             return Err(ProposeError::InvalidConfChange(format!(
                 "transfer target {target} is not a voter"
             )));
