@@ -87,9 +87,12 @@
 //!
 //! ## Module map
 //!
-//! `raft` (the protocol), `raw_node` (the Ready cycle), `log` (stable + unstable log),
-//! `progress` (per-follower replication state and flow control), `quorum` (majority math),
-//! `mem_storage`, `config`, `errors`, `rng` (seeded splitmix64 — the only randomness).
+//! `raft` (the protocol; its own docs map the files it is split into), `raw_node` (the Ready
+//! cycle), `log` (stable + unstable log), `progress` (per-member replication state and flow
+//! control), `read_only` (pending ReadIndex requests), `confchange` (which membership change may
+//! be proposed, and the configurations a truncation could revert), `quorum` (majority math),
+//! `sanity` (bounds on incoming messages), `storage` and `mem_storage`, `config`, `errors`, `rng`
+//! (seeded splitmix64 — the only randomness), `testing` (the public storage conformance suite).
 
 #![warn(missing_docs)]
 
