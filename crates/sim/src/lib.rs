@@ -11,9 +11,13 @@
 //! happened with the global history. Its assertions (`check!`) are always on, release builds
 //! included, and a failure names the property, the seed, and the command that replays it.
 //!
-//! The module is shared by `tests/simulation.rs` (CI slice and scenarios) and
-//! `examples/sim.rs` (the many-seeds runner); each uses part of it.
-#![allow(dead_code)]
+//! This crate is the simulator only; it is used by flotilla-raft's `tests/simulation.rs` (the
+//! CI slice of seeds, determinism, the paper's scenarios, mutation tests) and by its own binary
+//! (`src/main.rs`, the many-seeds runner):
+//!
+//! ```text
+//! cargo run --release -p flotilla-sim -- --seeds 0..10000 --steps 5000 --jobs 2
+//! ```
 
 #[macro_use]
 pub mod invariants;
@@ -70,7 +74,7 @@ impl Options {
             format!(" --mutation {}", self.mutation.name())
         };
         format!(
-            "cargo run --release -p flotilla-raft --example sim -- --seed {} --steps {}{} --verbose",
+            "cargo run --release -p flotilla-sim -- --seed {} --steps {}{} --verbose",
             self.seed, self.steps, mutation
         )
     }
