@@ -146,10 +146,13 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// Starts an election now (pre-vote first when enabled). No effect on a leader or on a
-    /// node that is not a voter.
+    /// node that is not a voter; the outcome shows in later Readies, never in the return value.
     ///
     /// # Errors
-    /// Only when the storage fails.
+    /// None: it always returns `Ok(())`. A campaign only reads the last index and term of the
+    /// log, and a storage failure there reads as an empty log (voters then refuse the request,
+    /// which is safe), so there is nothing to report. The `Result` leaves room to report a
+    /// storage failure without changing the signature; handle it as for [`RawNode::step`].
     pub fn campaign(&mut self) -> Result<(), Error> {
         self.raft.hup(false);
         Ok(())

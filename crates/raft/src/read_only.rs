@@ -7,8 +7,8 @@
 //! arrive before the leader has committed an entry of its own term are *deferred*, because its
 //! commit index may still lag what earlier leaders committed (pitfall 18).
 //!
-//! This module only keeps the books; the protocol (`raft.rs`) sends the heartbeats and the
-//! answers.
+//! This module only keeps the books; the protocol (`raft/leader.rs`) sends the heartbeats and
+//! the answers.
 
 use std::collections::{BTreeSet, VecDeque};
 
