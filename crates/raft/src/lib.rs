@@ -87,12 +87,16 @@
 //!
 //! ## Module map
 //!
-//! `raft` (the protocol), `raw_node` (the Ready cycle), `log` (stable + unstable log),
-//! `progress` (per-follower replication state and flow control), `quorum` (majority math),
-//! `mem_storage`, `config`, `errors`, `rng` (seeded splitmix64 — the only randomness).
+//! `raft` (the protocol; its own docs map the files it is split into), `raw_node` (the Ready
+//! cycle), `log` (stable + unstable log), `progress` (per-member replication state and flow
+//! control), `read_only` (pending ReadIndex requests), `confchange` (which membership change may
+//! be proposed, and the configurations a truncation could revert), `quorum` (majority math),
+//! `sanity` (bounds on incoming messages), `storage` and `mem_storage`, `config`, `errors`, `rng`
+//! (seeded splitmix64 — the only randomness), `testing` (the public storage conformance suite).
 
 #![warn(missing_docs)]
 
+mod confchange;
 mod config;
 mod errors;
 mod log;
@@ -101,14 +105,17 @@ mod progress;
 mod quorum;
 mod raft;
 mod raw_node;
+mod read_only;
 mod rng;
+mod sanity;
 mod storage;
 mod types;
 
 pub use config::{Config, Error};
 pub use errors::ProposeError;
 pub use mem_storage::MemStorage;
-pub use raw_node::{ProgressState, ProgressStatus, RawNode, Ready, Status};
+pub use progress::{ProgressState, ProgressStatus};
+pub use raw_node::{RawNode, Ready, Status};
 pub use storage::{LogStore, Storage, StorageError};
 pub use types::*;
 

@@ -10,16 +10,16 @@ use crate::storage::{Storage, StorageError};
 use crate::types::{Entry, Snapshot};
 
 pub(crate) struct RaftLog<S: Storage> {
-    pub(crate) store: S,
+    store: S,
     /// Entries not yet handed out; `unstable[0].index == offset`.
     unstable: Vec<Entry>,
     offset: u64,
     /// A snapshot received but not yet handed out.
     unstable_snapshot: Option<Snapshot>,
-    pub(crate) committed: u64,
-    pub(crate) applied: u64,
+    committed: u64,
+    applied: u64,
     /// Last index known durable.
-    pub(crate) persisted: u64,
+    persisted: u64,
 }
 
 impl<S: Storage> RaftLog<S> {
@@ -35,6 +35,54 @@ impl<S: Storage> RaftLog<S> {
             applied: first - 1,
             persisted: last,
         })
+    }
+
+    pub(crate) fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The caller writes Ready entries and snapshots through this; the log reads them back.
+    pub(crate) fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Where a restarting node resumes: the caller checked both are within the log, and
+    /// `applied` counts as committed because the caller applied it.
+    pub(crate) fn start_at(&mut self, committed: u64, applied: u64) {
+        self.committed = committed.max(applied);
+        self.applied = applied;
+    }
+
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    pub(crate) fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Last index known durable: what a leader counts for itself (pitfall 1).
+    pub(crate) fn persisted(&self) -> u64 {
+        self.persisted
+    }
+
+    /// The caller synced a snapshot at `index` that an earlier Ready handed out.
+    pub(crate) fn stable_snap_to(&mut self, index: u64) {
+        self.persisted = self.persisted.max(index);
+    }
+
+    /// The caller synced the entries an earlier Ready handed out, the last one at
+    /// `(index, term)`. Ignored if the log was since rewritten there: then the entry that was
+    /// synced is not the one the log holds now.
+    pub(crate) fn stable_to(&mut self, index: u64, term: u64) {
+        if self.match_term(index, term) {
+            self.persisted = self.persisted.max(index);
+        }
+    }
+
+    /// The caller applied the committed entries up to `index`.
+    pub(crate) fn applied_to(&mut self, index: u64) {
+        self.applied = self.applied.max(index);
     }
 
     pub(crate) fn first_index(&self) -> Result<u64, StorageError> {

@@ -1,4 +1,7 @@
-//! The leader's per-member replication state: [`Progress`] and its in-flight window.
+//! The leader's per-member replication state: [`Progress`] and its in-flight window, and the
+//! public view of it ([`ProgressState`], [`ProgressStatus`]) that [`crate::RawNode::status`]
+//! reports. The public types live here, not in the facade, so that the protocol and the
+//! facade both depend on this module and it depends on neither.
 //!
 //! It follows etcd-io/raft's `tracker/progress.go`: Probe sends one Append at a time until the
 //! logs are found to match; Replicate pipelines Appends optimistically (next_index advances on
@@ -7,7 +10,39 @@
 
 use std::collections::VecDeque;
 
-use crate::raw_node::{ProgressState, ProgressStatus};
+/// A follower's replication state as the leader tracks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProgressState {
+    /// Finding the point where the logs match: one Append at a time.
+    Probe,
+    /// Streaming: Appends are pipelined up to the in-flight limit.
+    Replicate,
+    /// A snapshot is being sent; no Appends until it is acknowledged or reported.
+    Snapshot,
+}
+
+/// The leader's view of one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressStatus {
+    /// Highest index known replicated on the member.
+    pub match_index: u64,
+    /// Next index to send.
+    pub next_index: u64,
+    /// Replication state.
+    pub state: ProgressState,
+    /// Heard from within the current check-quorum window.
+    pub recent_active: bool,
+    /// Index of the snapshot in flight (0 if none).
+    pub pending_snapshot: u64,
+    /// Whether the member is a learner.
+    pub is_learner: bool,
+    /// Ticks since the leader last heard from the member.
+    pub ticks_since_contact: u64,
+    /// It could be promoted now: no snapshot in flight and its match index within
+    /// `promotable_lag` entries of the leader's last index or past where the leader's log
+    /// ended one to two election timeouts ago (see [`Config::promotable_lag`](crate::Config::promotable_lag)).
+    pub caught_up: bool,
+}
 
 /// The last indexes of un-acknowledged Append messages, oldest first.
 #[derive(Debug, Clone)]

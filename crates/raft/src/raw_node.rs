@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{Config, Error};
 use crate::errors::ProposeError;
+use crate::progress::ProgressStatus;
 use crate::raft::Raft;
 use crate::storage::Storage;
 use crate::types::*;
@@ -64,40 +65,6 @@ fn split_early(
                     | MessageBody::InstallSnapshot { .. }
             )
     })
-}
-
-/// A follower's replication state as the leader tracks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProgressState {
-    /// Finding the point where the logs match: one Append at a time.
-    Probe,
-    /// Streaming: Appends are pipelined up to the in-flight limit.
-    Replicate,
-    /// A snapshot is being sent; no Appends until it is acknowledged or reported.
-    Snapshot,
-}
-
-/// The leader's view of one member.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProgressStatus {
-    /// Highest index known replicated on the member.
-    pub match_index: u64,
-    /// Next index to send.
-    pub next_index: u64,
-    /// Replication state.
-    pub state: ProgressState,
-    /// Heard from within the current check-quorum window.
-    pub recent_active: bool,
-    /// Index of the snapshot in flight (0 if none).
-    pub pending_snapshot: u64,
-    /// Whether the member is a learner.
-    pub is_learner: bool,
-    /// Ticks since the leader last heard from the member.
-    pub ticks_since_contact: u64,
-    /// It could be promoted now: no snapshot in flight and its match index within
-    /// `promotable_lag` entries of the leader's last index or past where the leader's log
-    /// ended one to two election timeouts ago (see [`Config::promotable_lag`]).
-    pub caught_up: bool,
 }
 
 /// A point-in-time view of a node.
@@ -179,10 +146,13 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// Starts an election now (pre-vote first when enabled). No effect on a leader or on a
-    /// node that is not a voter.
+    /// node that is not a voter; the outcome shows in later Readies, never in the return value.
     ///
     /// # Errors
-    /// Only when the storage fails.
+    /// None: it always returns `Ok(())`. A campaign only reads the last index and term of the
+    /// log, and a storage failure there reads as an empty log (voters then refuse the request,
+    /// which is safe), so there is nothing to report. The `Result` leaves room to report a
+    /// storage failure without changing the signature; handle it as for [`RawNode::step`].
     pub fn campaign(&mut self) -> Result<(), Error> {
         self.raft.hup(false);
         Ok(())
@@ -301,16 +271,14 @@ impl<S: Storage> RawNode<S> {
             return;
         };
         let log = &mut self.raft.log;
-        if let Some(si) = done.snapshot_index {
-            log.persisted = log.persisted.max(si);
+        if let Some(index) = done.snapshot_index {
+            log.stable_snap_to(index);
         }
-        if let Some((index, term)) = done.last_entry
-            && log.match_term(index, term)
-        {
-            log.persisted = log.persisted.max(index);
+        if let Some((index, term)) = done.last_entry {
+            log.stable_to(index, term);
         }
-        if let Some(a) = done.applied_to {
-            log.applied = log.applied.max(a);
+        if let Some(index) = done.applied_to {
+            log.applied_to(index);
         }
         self.raft.on_persisted();
     }
@@ -324,7 +292,7 @@ impl<S: Storage> RawNode<S> {
                 let mut st = pr.status();
                 st.caught_up = r.caught_up(*id);
                 if *id == r.id {
-                    st.match_index = r.log.persisted;
+                    st.match_index = r.log.persisted();
                     st.recent_active = true;
                 }
                 progress.insert(*id, st);
@@ -334,14 +302,14 @@ impl<S: Storage> RawNode<S> {
             id: r.id,
             term: r.term,
             vote: r.vote,
-            commit: r.log.committed,
-            applied: r.log.applied,
+            commit: r.log.committed(),
+            applied: r.log.applied(),
             first_index: r.log.first_index().unwrap_or(0),
             last_index: r.log.last(),
             role: r.role,
             leader: r.leader,
-            conf_state: r.conf.clone(),
-            pending_conf_index: r.pending_conf_index(),
+            conf_state: r.confs.conf().clone(),
+            pending_conf_index: r.confs.pending_index(),
             transferee: r.lead_transferee,
             progress,
         }
@@ -349,12 +317,12 @@ impl<S: Storage> RawNode<S> {
 
     /// The storage.
     pub fn store(&self) -> &S {
-        &self.raft.log.store
+        self.raft.log.store()
     }
 
     /// The storage, mutably: the caller appends Ready entries and creates snapshots through
     /// it.
     pub fn store_mut(&mut self) -> &mut S {
-        &mut self.raft.log.store
+        self.raft.log.store_mut()
     }
 }

@@ -4,7 +4,7 @@
 //! The split follows tikv/raft-rs: the core only *reads* durable state; the caller owns every
 //! write, so it decides how and when to make a batch durable (group commit). The in-memory
 //! [`MemStorage`](crate::MemStorage) ships with the core for tests and the simulator; the node
-//! implements the same traits on sled, and both run the public conformance suite in
+//! implements the same traits on its own durable store (crates/node, `storage/`), and both run the public conformance suite in
 //! [`crate::testing`].
 //!
 //! Indexes follow one convention everywhere: the log holds entries `first_index()..=last_index()`;

@@ -1,10 +1,10 @@
 //! The deterministic simulator, as a test suite: the CI slice of seeds, determinism, the
 //! Raft paper's scenarios, and proof that the invariants catch deliberately broken callers.
 //!
-//! The many-seeds run is `cargo run --release -p flotilla-raft --example sim -- --seeds
-//! 0..10000 --steps 5000 --jobs 2` (see `examples/sim.rs`); `big_run` below is its ignored,
-//! single-threaded twin (`cargo test --release -p flotilla-raft --test simulation big_run --
-//! --ignored`).
+//! The simulator itself is the `flotilla-sim` crate (crates/sim). The many-seeds run is its
+//! binary, `cargo run --release -p flotilla-sim -- --seeds 0..10000 --steps 5000 --jobs 2`;
+//! `big_run` below is its ignored, single-threaded twin (`cargo test --release -p flotilla-raft
+//! --test simulation big_run -- --ignored`).
 //!
 //! Bugs re-introduced into a scratch copy of the core (never committed) and the CI-slice seed
 //! that caught each: committing old-term entries by counting replicas (Figure 8 scenario test,
@@ -12,12 +12,11 @@
 //! 64 at tick 256: Leader Completeness); leaving the vote out of the persisted hard state (seed
 //! 19 at tick 377: one vote per term).
 
-mod sim;
-
 use flotilla_raft::{
     ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, LogStore, MemStorage,
     Message, MessageBody, NO_NODE, NodeId, Role,
 };
+use flotilla_sim as sim;
 use sim::faults::{Mutation, Profile};
 use sim::{Options, Sim, run, run_or_panic};
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod paper;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use flotilla_raft::*;

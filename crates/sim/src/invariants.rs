@@ -30,7 +30,7 @@ pub struct Violation {
 macro_rules! check {
     ($cond:expr, $property:expr, $($fmt:tt)+) => {
         if !$cond {
-            return Err($crate::sim::invariants::Violation {
+            return Err($crate::invariants::Violation {
                 property: $property,
                 detail: format!($($fmt)+),
             });

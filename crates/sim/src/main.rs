@@ -1,8 +1,8 @@
 //! The many-seeds simulator runner.
 //!
 //! ```text
-//! cargo run --release -p flotilla-raft --example sim -- --seeds 0..10000 --steps 5000
-//! cargo run --release -p flotilla-raft --example sim -- --seed 1234 --steps 5000 --verbose
+//! cargo run --release -p flotilla-sim -- --seeds 0..10000 --steps 5000
+//! cargo run --release -p flotilla-sim -- --seed 1234 --steps 5000 --verbose
 //! ```
 //!
 //! Options: `--seeds A..B` (half-open range), `--seed N`, `--steps N` (safety-phase ticks per
@@ -15,14 +15,12 @@
 //! debug one; the core's own `debug_assert!`s are only active in debug builds, which the runner
 //! prints at start.
 
-#[path = "../tests/sim/mod.rs"]
-mod sim;
-
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use flotilla_sim as sim;
 use sim::Options;
 use sim::faults::Mutation;
 
