@@ -344,23 +344,25 @@ scenario_operator() {
 
 restarts() { kn get pod "$1" -o jsonpath='{.status.containerStatuses[0].restartCount}'; }
 
-# Sends SIGNAL (KILL, STOP, CONT) to the flotilla process of member NAME. The container's PID 1
-# is flotilla itself, which its own PID namespace cannot SIGKILL; a pod in the host's PID
-# namespace on the same node can.
-signal_member() { # NAME SIGNAL
-  local victim=$1 sig=$2 node
+# Runs SCRIPT (bash) as pod POD on the node of member VICTIM, in the host's PID namespace, as
+# root, with `pids` defined: the PIDs of VICTIM's flotilla process (the container's PID 1 is
+# flotilla itself, which its own PID namespace cannot SIGKILL or SIGSTOP; the host's can).
+host_pid_pod() { # POD VICTIM SCRIPT
+  local pod=$1 victim=$2 script=$3 node
   node=$(kn get pod "$victim" -o jsonpath='{.spec.nodeName}')
-  kn delete pod signaller --ignore-not-found --wait=true >/dev/null
-  cat <<YAML | kn apply -f - >/dev/null
+  kn delete pod "$pod" --ignore-not-found --wait=true >/dev/null
+  {
+    cat <<YAML
 apiVersion: v1
 kind: Pod
-metadata: {name: signaller}
+metadata: {name: $pod}
 spec:
   nodeName: $node
   hostPID: true
   restartPolicy: Never
+  terminationGracePeriodSeconds: 10
   containers:
-  - name: signal
+  - name: main
     image: $IMAGE
     imagePullPolicy: IfNotPresent
     securityContext: {runAsUser: 0}
@@ -368,13 +370,24 @@ spec:
     - bash
     - -c
     - |
-      for p in /proc/[0-9]*; do
-        if tr '\0' ' ' <"\$p/cmdline" 2>/dev/null | grep -q "^flotilla node --name $victim "; then
-          echo "kill -$sig \${p#/proc/}"; kill -$sig "\${p#/proc/}" && exit 0
-        fi
-      done
-      echo "no flotilla process of $victim found"; exit 1
 YAML
+    sed 's/^/      /' <<SCRIPT
+pids() {
+  for p in /proc/[0-9]*; do
+    tr '\0' ' ' <"\$p/cmdline" 2>/dev/null | grep -q "^flotilla node --name $victim " && echo "\${p#/proc/}"
+  done
+}
+$script
+SCRIPT
+  } | kn apply -f - >/dev/null
+}
+
+# Sends SIGNAL (KILL, STOP, CONT) to the flotilla process of member NAME.
+signal_member() { # NAME SIGNAL
+  local victim=$1 sig=$2
+  host_pid_pod signaller "$victim" '
+for p in $(pids); do echo "kill -'"$sig"' $p"; kill -'"$sig"' "$p" && exit 0; done
+echo "no flotilla process of '"$victim"' found"; exit 1'
   wait_for "signaller done" pod_done signaller
   kn logs signaller | sed 's/^/    /'
   [ "$(kn get pod signaller -o jsonpath='{.status.phase}')" = Succeeded ] || die "could not signal flotilla in $victim"
@@ -669,40 +682,14 @@ alerts_skip() { echo "    SKIPPED: $1"; printf '%-10s %8s %10s %6s  %s\n' alerts
 # restarts with, until the pod `holder` is deleted: the member is hung, its /metrics and
 # peer port unanswered, and its pod and IP stay (so the target stays, with up == 0).
 hold_member_down() { # NAME
-  local victim=$1 node
-  node=$(kn get pod "$victim" -o jsonpath='{.spec.nodeName}')
-  kn delete pod holder --ignore-not-found --wait=true >/dev/null
-  cat <<YAML | kn apply -f - >/dev/null
-apiVersion: v1
-kind: Pod
-metadata: {name: holder}
-spec:
-  nodeName: $node
-  hostPID: true
-  restartPolicy: Never
-  terminationGracePeriodSeconds: 10
-  containers:
-  - name: hold
-    image: $IMAGE
-    imagePullPolicy: IfNotPresent
-    securityContext: {runAsUser: 0}
-    command:
-    - bash
-    - -c
-    - |
-      pids() {
-        for p in /proc/[0-9]*; do
-          tr '\0' ' ' <"\$p/cmdline" 2>/dev/null | grep -q "^flotilla node --name $victim " && echo "\${p#/proc/}"
-        done
-      }
-      release() { for p in \$(pids); do kill -CONT "\$p"; done; echo released; exit 0; }
-      trap release TERM
-      echo holding
-      while :; do
-        for p in \$(pids); do kill -STOP "\$p" 2>/dev/null; done
-        sleep 0.5 & wait \$!
-      done
-YAML
+  host_pid_pod holder "$1" '
+release() { for p in $(pids); do kill -CONT "$p"; done; echo released; exit 0; }
+trap release TERM
+echo holding
+while :; do
+  for p in $(pids); do kill -STOP "$p" 2>/dev/null; done
+  sleep 0.5 & wait $!
+done'
   wait_for "holder running" pod_phase_is holder Running
 }
 
