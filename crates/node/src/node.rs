@@ -18,13 +18,13 @@ use tokio::sync::watch;
 
 use crate::api;
 use crate::config::{self, NodeConfig};
+use crate::contract::NodeStatus;
+use crate::contract::members::{self, Member, Members};
+use crate::member::handle::NodeHandle;
+use crate::member::raft_loop::{LoopSettings, RaftLoop, decode_member_context};
+use crate::member::state_machine::StateMachine;
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
-use crate::server::NodeStatus;
-use crate::server::handle::NodeHandle;
-use crate::server::members::{self, Member, Members};
-use crate::server::raft_loop::{LoopSettings, RaftLoop, decode_member_context};
-use crate::server::sm::StateMachine;
 use crate::storage::{MemberIdentity, SledLogStore};
 use crate::transport::{PeerClients, Transport, server::PeerService};
 use flotilla_raft::Role;
@@ -240,7 +240,7 @@ fn rebuild_members(store: &SledLogStore, mut members: Members) -> anyhow::Result
         }
         for e in &batch {
             if e.kind == EntryKind::ConfChange
-                && let Some(cc) = crate::server::raft_loop::decode_conf_change(&e.data)
+                && let Some(cc) = crate::member::raft_loop::decode_conf_change(&e.data)
                 && let Some(m) = decode_member_context(cc.node_id, &cc.context)
             {
                 members.upsert(m);
@@ -356,7 +356,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         applied_rx,
         sm,
         metrics.clone(),
-        PeerClients::default(),
+        Arc::new(PeerClients::default()),
         ident.member_id,
         cfg.name.clone(),
         ident.cluster_id,
@@ -451,7 +451,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         status_rx,
         stopped(stop_rx.clone()),
     );
-    crate::server::lease_expiry::spawn(handle.clone());
+    crate::member::lease_expiry::spawn(handle.clone());
     let client_task = tokio::spawn(client_server);
     let peer_task = tokio::spawn(peer_server);
     let http_task = tokio::spawn(http_server);
@@ -512,7 +512,7 @@ async fn discover_client_urls(handle: NodeHandle) {
             if let Some(me) = resp.members.into_iter().find(|m| m.id == id)
                 && !me.client_urls.is_empty()
             {
-                let _ = handle.send(crate::server::Command::LearnMember(Member {
+                let _ = handle.send(crate::contract::Command::LearnMember(Member {
                     id,
                     name: me.name,
                     peer_urls: Vec::new(),

@@ -400,8 +400,8 @@ fn a_returning_leader_does_not_expire_leases_kept_alive_elsewhere() {
 
 #[test]
 fn installing_a_snapshot_ends_every_watch_stream() {
+    use flotilla_node::member::state_machine::StateMachine;
     use flotilla_node::mvcc::MvccStore;
-    use flotilla_node::server::sm::StateMachine;
     use flotilla_proto::etcdserverpb::WatchCreateRequest;
     use tokio::sync::mpsc::error::TryRecvError;
 

@@ -16,9 +16,9 @@ use flotilla_raft::{ConfChange, ConfChangeKind, NodeId, Role};
 use tonic::{Request, Response, Status};
 
 use super::observe;
-use crate::server::handle::NodeHandle;
-use crate::server::raft_loop::encode_member_context;
-use crate::server::{Member, NodeStatus, ServerError};
+use crate::contract::{Member, NodeStatus, ServerError};
+use crate::member::handle::NodeHandle;
+use crate::member::raft_loop::encode_member_context;
 
 /// The Admin service.
 #[derive(Clone)]

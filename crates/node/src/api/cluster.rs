@@ -21,9 +21,9 @@ use flotilla_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::{admin, header, observe};
-use crate::server::NodeStatus;
-use crate::server::errors::ServerError;
-use crate::server::handle::NodeHandle;
+use crate::contract::NodeStatus;
+use crate::contract::ServerError;
+use crate::member::handle::NodeHandle;
 
 /// Refuses a MemberUpdate that etcd refuses: unknown member, no peer URLs, or a peer URL that
 /// another member already uses.

@@ -17,8 +17,8 @@ use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use super::{header, observe};
-use crate::server::ServerError;
-use crate::server::handle::NodeHandle;
+use crate::contract::ServerError;
+use crate::member::handle::NodeHandle;
 
 /// The KV service.
 #[derive(Clone)]

@@ -6,7 +6,7 @@
 //! write. A lease id left at 0 by the client is derived from the request id inside the state
 //! machine, so every member picks the same one.
 //!
-//! Time is the leader's alone (see [`crate::server::lease_expiry`]): keep-alives and
+//! Time is the leader's alone (see [`crate::member::lease_expiry`]): keep-alives and
 //! time-to-live answers need the leader's deadlines. A follower therefore **forwards** them to
 //! the leader, over the leader's peer address where this same service is also registered (the
 //! peer address is known for every member, client addresses are not always). A forwarded
@@ -31,11 +31,11 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{header, observe};
+use crate::contract::ServerError;
+use crate::member::handle::NodeHandle;
+use crate::member::lease_expiry::now_ms;
 use crate::mvcc::MvccError;
 use crate::mvcc::lease::MAX_LEASE_TTL;
-use crate::server::ServerError;
-use crate::server::handle::NodeHandle;
-use crate::server::lease_expiry::now_ms;
 
 /// Metadata key marking a request a follower forwarded to the leader.
 const FORWARDED: &str = "flotilla-forwarded";

@@ -35,8 +35,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{header, observe};
+use crate::member::handle::NodeHandle;
 use crate::mvcc::watch::StreamId;
-use crate::server::handle::NodeHandle;
 
 /// Responses buffered per client stream before its watchers fall back to catching up from
 /// history (the hub never blocks apply on a slow client).

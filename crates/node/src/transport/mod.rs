@@ -25,9 +25,8 @@ use flotilla_raft::{Message, MessageBody, NodeId};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::contract::{Command, ForwardFuture, Outbox, ServerError};
 use crate::metrics::Metrics;
-use crate::server::raft_loop::Outbox;
-use crate::server::{Command, ServerError};
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
@@ -55,9 +54,9 @@ pub struct PeerClients {
     forwarder: forward::Forwarder,
 }
 
-impl PeerClients {
+impl crate::contract::Forwarding for PeerClients {
     /// A (lazily connecting) channel to `url`, shared by every caller.
-    pub fn channel(&self, url: &str) -> Result<Channel, ServerError> {
+    fn channel(&self, url: &str) -> Result<Channel, ServerError> {
         let mut map = self
             .channels
             .lock()
@@ -72,16 +71,17 @@ impl PeerClients {
 
     /// Hands an encoded `internal::Request` to the leader at `url` (batched with other
     /// forwarded writes, see [`forward`]).
-    pub async fn forward(
-        &self,
-        url: &str,
+    fn forward<'a>(
+        &'a self,
+        url: &'a str,
         cluster_id: u64,
         from: NodeId,
         request: Vec<u8>,
-    ) -> Result<Vec<u8>, ServerError> {
-        self.forwarder
-            .forward(url, || self.channel(url), cluster_id, from, request)
-            .await
+    ) -> ForwardFuture<'a> {
+        Box::pin(
+            self.forwarder
+                .forward(url, || self.channel(url), cluster_id, from, request),
+        )
     }
 }
 

@@ -14,8 +14,8 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::wire;
-use crate::server::Command;
-use crate::server::handle::NodeHandle;
+use crate::contract::Command;
+use crate::member::handle::NodeHandle;
 
 /// Largest snapshot accepted (bounds memory against a malicious or broken sender).
 const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
@@ -42,9 +42,9 @@ impl PeerService {
     async fn propose_forwarded(
         &self,
         request: Vec<u8>,
-    ) -> Result<Vec<u8>, crate::server::ServerError> {
+    ) -> Result<Vec<u8>, crate::contract::ServerError> {
         if request.len() > self.node.max_request_bytes {
-            return Err(crate::server::ServerError::TooLarge);
+            return Err(crate::contract::ServerError::TooLarge);
         }
         self.node.propose_local(request).await
     }

@@ -25,25 +25,16 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use flotilla_raft::{
-    ConfChange, ConfChangeKind, Entry, EntryKind, LogStore, Message, NodeId, RawNode, Ready, Role,
-    Storage,
+    ConfChange, ConfChangeKind, Entry, EntryKind, LogStore, NodeId, RawNode, Ready, Role, Storage,
 };
 use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 
-use super::members::{self, Member, Members};
-use super::{Command, NodeStatus, PeerProgress, ProposalReply, ServerError};
+use super::state_machine::StateMachine;
+use crate::contract::members::{self, Member, Members};
+use crate::contract::{Command, NodeStatus, Outbox, PeerProgress, ProposalReply, ServerError};
 use crate::metrics::Metrics;
-use crate::server::sm::StateMachine;
 use crate::storage::{ImageSource, SledLogStore};
-
-/// Where the loop hands messages to send (the transport).
-pub trait Outbox: Send + Sync {
-    /// Queues messages for delivery; never blocks. Snapshot messages are sent in chunks.
-    fn send(&self, msgs: Vec<Message>);
-    /// Replaces the set of peers and their addresses.
-    fn set_peers(&self, peers: Vec<(NodeId, String)>);
-}
 
 /// Static settings of the loop.
 pub struct LoopSettings {

@@ -13,10 +13,9 @@ use flotilla_raft::{ConfChange, NodeId};
 use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 
-use super::sm::StateMachine;
-use super::{Command, NodeStatus, ServerError};
+use super::state_machine::StateMachine;
+use crate::contract::{Command, Forwarding, NodeStatus, ServerError};
 use crate::metrics::Metrics;
-use crate::transport::PeerClients;
 
 /// Shared by every API service.
 #[derive(Clone)]
@@ -30,8 +29,8 @@ pub struct NodeHandle {
     pub sm: Arc<RwLock<StateMachine>>,
     /// Metrics.
     pub metrics: Metrics,
-    /// Clients to peers, for forwarding.
-    pub peers: PeerClients,
+    /// How to reach other members (injected: the transport), for forwarding.
+    pub peers: Arc<dyn Forwarding>,
     /// This member.
     pub id: NodeId,
     /// Its name.
@@ -53,7 +52,7 @@ impl NodeHandle {
         applied: watch::Receiver<u64>,
         sm: Arc<RwLock<StateMachine>>,
         metrics: Metrics,
-        peers: PeerClients,
+        peers: Arc<dyn Forwarding>,
         id: NodeId,
         name: String,
         cluster_id: u64,
