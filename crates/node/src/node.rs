@@ -21,7 +21,8 @@ use crate::config::{self, NodeConfig};
 use crate::contract::NodeStatus;
 use crate::contract::members::{self, Member, Members};
 use crate::member::handle::NodeHandle;
-use crate::member::raft_loop::{LoopSettings, RaftLoop, decode_member_context};
+use crate::member::raft_loop::{LoopSettings, RaftLoop};
+use crate::member::roster::decode_member_context;
 use crate::member::state_machine::StateMachine;
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
@@ -240,7 +241,7 @@ fn rebuild_members(store: &SledLogStore, mut members: Members) -> anyhow::Result
         }
         for e in &batch {
             if e.kind == EntryKind::ConfChange
-                && let Some(cc) = crate::member::raft_loop::decode_conf_change(&e.data)
+                && let Some(cc) = crate::member::roster::decode_conf_change(&e.data)
                 && let Some(m) = decode_member_context(cc.node_id, &cc.context)
             {
                 members.upsert(m);

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use super::observe;
 use crate::contract::{Member, NodeStatus, ServerError};
 use crate::member::handle::NodeHandle;
-use crate::member::raft_loop::encode_member_context;
+use crate::member::roster::encode_member_context;
 
 /// The Admin service.
 #[derive(Clone)]

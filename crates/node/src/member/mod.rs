@@ -8,7 +8,13 @@
 //! (group commit). The types shared with the transport and the APIs live in
 //! [`crate::contract`], so this module imports neither of them.
 
+pub mod apply;
 pub mod handle;
+pub mod image;
 pub mod lease_expiry;
+pub mod publish;
 pub mod raft_loop;
+pub mod ready;
+pub mod roster;
 pub mod state_machine;
+pub mod waiters;
