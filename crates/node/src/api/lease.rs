@@ -23,7 +23,6 @@ use flotilla_proto::etcdserverpb::{
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use flotilla_proto::internal;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -88,20 +87,6 @@ impl LeaseService {
         Ok(Route::Leader(LeaseClient::new(
             self.node.peers.channel(&url)?,
         )))
-    }
-
-    async fn write(&self, op: internal::request::Op) -> Result<internal::response::Op, Status> {
-        let req = internal::Request {
-            id: rand::random(),
-            op: Some(op),
-        };
-        match self.node.write(&req).await?.op {
-            Some(internal::response::Op::Error(e)) => {
-                Err(Status::new(tonic::Code::from_i32(e.code), e.message))
-            }
-            Some(op) => Ok(op),
-            None => Err(Status::internal("empty response from the state machine")),
-        }
     }
 
     /// Renews a lease on this member (the leader); TTL 0 when the lease does not exist, as
@@ -198,16 +183,7 @@ impl Lease for LeaseService {
                     "etcdserver: lease id must be positive",
                 ));
             }
-            match self.write(internal::request::Op::LeaseGrant(req)).await? {
-                internal::response::Op::LeaseGrant(mut g) => {
-                    let rev = g.header.as_ref().map_or(0, |h| h.revision);
-                    g.header = Some(header(&self.node, rev));
-                    Ok(g)
-                }
-                _ => Err(Status::internal(
-                    "the state machine answered the wrong kind",
-                )),
-            }
+            Ok(self.node.write(req).await?)
         }
         .await;
         observe(&self.node, "LeaseGrant", r).map(Response::new)
@@ -218,19 +194,7 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let req = request.into_inner();
-        let r = async {
-            match self.write(internal::request::Op::LeaseRevoke(req)).await? {
-                internal::response::Op::LeaseRevoke(mut g) => {
-                    let rev = g.header.as_ref().map_or(0, |h| h.revision);
-                    g.header = Some(header(&self.node, rev));
-                    Ok(g)
-                }
-                _ => Err(Status::internal(
-                    "the state machine answered the wrong kind",
-                )),
-            }
-        }
-        .await;
+        let r = async { Ok(self.node.write(req).await?) }.await;
         observe(&self.node, "LeaseRevoke", r).map(Response::new)
     }
 

@@ -18,13 +18,7 @@ use crate::member::handle::NodeHandle;
 
 /// The header every etcd response carries; `revision` 0 means "the current one".
 pub fn header(node: &NodeHandle, revision: i64) -> ResponseHeader {
-    let st = node.status.borrow();
-    ResponseHeader {
-        cluster_id: node.cluster_id,
-        member_id: node.id,
-        revision: if revision > 0 { revision } else { st.revision },
-        raft_term: st.term,
-    }
+    node.header(revision)
 }
 
 /// Records a served request in the gRPC metric and passes the result through.

@@ -4,14 +4,16 @@
 //! One enum on one channel is what makes the loop the single owner of consensus state, and what
 //! lets whatever arrived during a sync land in the next Ready (group commit).
 
+use flotilla_proto::internal;
 use flotilla_raft::{ConfChange, Message, NodeId};
 use tokio::sync::oneshot;
 
 use super::error::ServerError;
 use super::members::Member;
 
-/// The reply to a proposal: the encoded `internal::Response` produced when it was applied.
-pub type ProposalReply = oneshot::Sender<Result<Vec<u8>, ServerError>>;
+/// The reply to a proposal: the `internal::Response` produced when it was applied (encoded
+/// only if it must cross the network to a member that forwarded the request).
+pub type ProposalReply = oneshot::Sender<Result<internal::Response, ServerError>>;
 
 /// What the Raft loop is asked to do.
 pub enum Command {
@@ -19,7 +21,7 @@ pub enum Command {
     Propose {
         /// The encoded request.
         data: Vec<u8>,
-        /// Answered with the encoded response.
+        /// Answered with the response.
         reply: ProposalReply,
     },
     /// Ask for a linearizable read point; answered with the index to wait for.

@@ -9,6 +9,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use flotilla_proto::internal;
 use flotilla_raft::{
     Entry, EntryKind, LogStore, NodeId, RawNode, ReadState, Role, Snapshot, SnapshotMeta,
 };
@@ -100,7 +101,7 @@ impl Applier {
         sm: &mut StateMachine,
         sm_applied: u64,
         committed: Vec<Entry>,
-        replies: &mut Vec<(ProposalReply, Result<Vec<u8>, ServerError>)>,
+        replies: &mut Vec<(ProposalReply, Result<internal::Response, ServerError>)>,
     ) -> Result<(), String> {
         for e in committed {
             self.metrics.proposals_committed.inc();

@@ -18,3 +18,4 @@ pub mod ready;
 pub mod roster;
 pub mod state_machine;
 pub mod waiters;
+pub mod write;

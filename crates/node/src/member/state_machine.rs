@@ -41,10 +41,9 @@ impl StateMachine {
         (&mut self.store, &mut self.watches)
     }
 
-    /// Applies the entry at `index`; returns the encoded `internal::Response`. An error is a
-    /// local storage failure (the loop must stop); refusals of the request itself are
-    /// responses.
-    pub fn apply(&mut self, index: u64, data: &[u8]) -> Result<Vec<u8>, String> {
+    /// Applies the entry at `index`; returns its `internal::Response`. An error is a local
+    /// storage failure (the loop must stop); refusals of the request itself are responses.
+    pub fn apply(&mut self, index: u64, data: &[u8]) -> Result<internal::Response, String> {
         let refuse = |code: tonic::Code, message: String| internal::Response {
             op: Some(internal::response::Op::Error(internal::Error {
                 code: code as i32,
@@ -72,7 +71,7 @@ impl StateMachine {
                 format!("etcdserver: malformed request in the log: {e}"),
             ),
         };
-        Ok(resp.encode_to_vec())
+        Ok(resp)
     }
 
     /// The member updates applied since the last call, for the Raft loop's member list.

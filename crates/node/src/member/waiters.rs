@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use flotilla_proto::internal;
 use flotilla_raft::ReadState;
 use tokio::sync::oneshot;
 
@@ -22,7 +23,7 @@ struct Waiter<T> {
 
 /// Everyone waiting on the loop.
 pub struct Waiters {
-    proposals: BTreeMap<u64, Waiter<Vec<u8>>>,
+    proposals: BTreeMap<u64, Waiter<internal::Response>>,
     conf_changes: BTreeMap<u64, Waiter<()>>,
     reads: HashMap<Vec<u8>, oneshot::Sender<Result<u64, ServerError>>>,
     read_seq: u64,

@@ -11,6 +11,7 @@ use flotilla_proto::raft::{
 };
 use flotilla_raft::{MessageBody, NodeId};
 use futures::StreamExt;
+use prost::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::wire;
@@ -46,7 +47,8 @@ impl PeerService {
         if request.len() > self.node.max_request_bytes {
             return Err(crate::contract::ServerError::TooLarge);
         }
-        self.node.propose_local(request).await
+        let response = self.node.propose_local(request).await?;
+        Ok(response.encode_to_vec())
     }
 
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
