@@ -410,13 +410,14 @@ fn installing_a_snapshot_ends_every_watch_stream() {
     let mut sm = StateMachine::new(MvccStore::open(&db).expect("store"));
     let image = sm.snapshot().expect("snapshot");
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let (store, hub) = sm.parts();
-    let stream = hub.open_stream(tx);
+    let stream = sm.watch_open(tx);
     let req = WatchCreateRequest {
         key: b"a".to_vec(),
         ..Default::default()
     };
-    hub.create(store, stream, &req).expect("create");
+    sm.watch_create(stream, &req)
+        .map_err(|(e, _)| e)
+        .expect("create");
     assert!(rx.try_recv().expect("created response").created);
     sm.restore(&image, 10).expect("restore");
     // The hub dropped its sender: the Watch service ends the client's stream (Unavailable) so

@@ -94,7 +94,7 @@ impl LeaseService {
     fn renew_here(&self, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
         let ttl = {
             let mut sm = self.node.sm.write().map_err(|_| lock_err())?;
-            match sm.parts().0.lease_keep_alive(id, now_ms()) {
+            match sm.lease_keep_alive(id, now_ms()) {
                 Ok(ttl) => ttl,
                 Err(MvccError::LeaseNotFound) => 0,
                 Err(e) => return Err(Status::new(e.grpc_code(), e.grpc_message())),
@@ -132,8 +132,9 @@ impl LeaseService {
                 // The leader's applied state may trail its commit index by a few entries.
                 self.node.linearizable_barrier().await?;
                 let mut sm = self.node.sm.write().map_err(|_| lock_err())?;
-                let store = sm.parts().0;
-                let Some(ttl) = store.lease_remaining(req.id, now_ms()) else {
+                let Some((ttl, granted_ttl, keys)) =
+                    sm.lease_time_to_live(req.id, now_ms(), req.keys)
+                else {
                     // etcd answers an unknown lease with TTL -1 (etcdctl: "already expired").
                     return Ok(LeaseTimeToLiveResponse {
                         header: Some(header(&self.node, 0)),
@@ -142,19 +143,12 @@ impl LeaseService {
                         ..Default::default()
                     });
                 };
-                let lease = store.lease(req.id);
                 Ok(LeaseTimeToLiveResponse {
                     header: Some(header(&self.node, 0)),
                     id: req.id,
                     ttl,
-                    granted_ttl: lease.map_or(0, |l| l.ttl),
-                    keys: if req.keys {
-                        lease
-                            .map(|l| l.keys.iter().cloned().collect())
-                            .unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    },
+                    granted_ttl,
+                    keys,
                 })
             }
         }

@@ -43,12 +43,8 @@ async fn run(node: NodeHandle) {
             let Ok(mut sm) = node.sm.write() else {
                 return;
             };
-            let store = sm.parts().0;
-            if leads && !was_leader {
-                store.reset_lease_deadlines();
-            }
             if leads {
-                store.expired_leases(now_ms())
+                sm.expired_leases(now_ms(), !was_leader)
             } else {
                 Vec::new()
             }
