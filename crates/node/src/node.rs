@@ -22,7 +22,6 @@ use crate::contract::NodeStatus;
 use crate::contract::members::{self, Member, Members};
 use crate::member::handle::NodeHandle;
 use crate::member::raft_loop::{LoopSettings, RaftLoop};
-use crate::member::roster::decode_member_context;
 use crate::member::state_machine::StateMachine;
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
@@ -242,7 +241,7 @@ fn rebuild_members(store: &SledLogStore, mut members: Members) -> anyhow::Result
         for e in &batch {
             if e.kind == EntryKind::ConfChange
                 && let Some(cc) = crate::member::roster::decode_conf_change(&e.data)
-                && let Some(m) = decode_member_context(cc.node_id, &cc.context)
+                && let Some(m) = crate::member::roster::member_of(&cc)
             {
                 members.upsert(m);
             }

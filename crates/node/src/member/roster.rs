@@ -14,6 +14,7 @@ use std::sync::Arc;
 use flotilla_proto::internal;
 use flotilla_raft::{ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, NodeId, Status};
 
+use crate::codec;
 use crate::contract::{Member, Members, Outbox};
 use crate::storage::SledLogStore;
 
@@ -67,7 +68,7 @@ impl Roster {
                 cc.kind,
                 ConfChangeKind::AddLearner | ConfChangeKind::PromoteLearner
             )
-            && let Some(m) = decode_member_context(cc.node_id, &cc.context)
+            && let Some(m) = member_of(&cc)
         {
             self.members.upsert(m);
         }
@@ -87,7 +88,7 @@ impl Roster {
                 self.members.remove(cc.node_id);
             }
             _ => {
-                if let Some(m) = decode_member_context(cc.node_id, &cc.context) {
+                if let Some(m) = member_of(&cc) {
                     self.members.upsert(m);
                 }
             }
@@ -170,26 +171,15 @@ pub fn decode_conf_change(data: &[u8]) -> Option<ConfChange> {
     ConfChange::decode(data)
 }
 
-/// Decodes the member metadata carried in a ConfChange context.
-pub fn decode_member_context(id: NodeId, ctx: &[u8]) -> Option<Member> {
-    use prost::Message as _;
-    let mc = internal::MemberContext::decode(ctx).ok()?;
+/// The member a configuration change describes (from its context, see
+/// [`codec::member_context`]); `None` when the context is malformed.
+pub fn member_of(cc: &ConfChange) -> Option<Member> {
+    let mc = codec::member_context(cc).ok()?;
     Some(Member {
-        id,
+        id: cc.node_id,
         name: mc.name,
         peer_urls: mc.peer_urls,
         client_urls: mc.client_urls,
         is_learner: false,
     })
-}
-
-/// Encodes member metadata for a ConfChange context.
-pub fn encode_member_context(m: &Member) -> Vec<u8> {
-    use prost::Message as _;
-    internal::MemberContext {
-        name: m.name.clone(),
-        peer_urls: m.peer_urls.clone(),
-        client_urls: m.client_urls.clone(),
-    }
-    .encode_to_vec()
 }

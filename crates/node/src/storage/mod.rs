@@ -29,7 +29,7 @@
 //! Durability is tested, not assumed: `storage::tests::syscalls` runs a workload under
 //! `strace -f -c` and counts the fdatasync calls.
 
-pub mod codec;
+pub mod disk_format;
 pub mod durable;
 pub mod identity;
 pub mod log_store;

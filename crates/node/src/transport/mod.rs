@@ -19,8 +19,8 @@ use std::sync::mpsc::Sender as StdSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flotilla_proto::raft::RaftEnvelope;
 use flotilla_proto::raft::peer_client::PeerClient;
-use flotilla_proto::raft::{RaftEnvelope, SnapshotChunk, SnapshotHeader, snapshot_chunk};
 use flotilla_raft::{Message, MessageBody, NodeId};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -140,24 +140,13 @@ impl Transport {
     }
 }
 
-async fn send_snapshot(url: &str, cluster_id: u64, mut msg: Message) -> Result<(), String> {
-    let data = match &mut msg.body {
-        MessageBody::InstallSnapshot { snapshot } => std::mem::take(&mut snapshot.data),
+async fn send_snapshot(url: &str, cluster_id: u64, msg: Message) -> Result<(), String> {
+    let total = match &msg.body {
+        MessageBody::InstallSnapshot { snapshot } => snapshot.data.len() as u64,
         _ => return Err("not a snapshot message".into()),
     };
-    let header = wire::to_envelope(cluster_id, msg);
-    let total = data.len() as u64;
-    let mut chunks = vec![SnapshotChunk {
-        chunk: Some(snapshot_chunk::Chunk::Header(SnapshotHeader {
-            message: Some(header),
-            total_size: total,
-        })),
-    }];
-    for c in data.chunks(SNAPSHOT_CHUNK) {
-        chunks.push(SnapshotChunk {
-            chunk: Some(snapshot_chunk::Chunk::Data(c.to_vec())),
-        });
-    }
+    let chunks = crate::codec::snapshot_chunks(cluster_id, msg, SNAPSHOT_CHUNK)
+        .ok_or("not a snapshot message")?;
     let channel = endpoint(url)?.connect().await.map_err(|e| e.to_string())?;
     let mut client = PeerClient::new(channel)
         .max_decoding_message_size(usize::MAX)

@@ -110,7 +110,7 @@ fn corrupt_metadata_fails_open_with_an_io_error() {
     {
         let db = open_db(dir.path()).expect("open_db");
         let tree = db.open_tree(TREE_NAME).expect("tree");
-        tree.insert(super::codec::HARD_STATE_KEY, &[1u8, 2, 3][..])
+        tree.insert(super::disk_format::HARD_STATE_KEY, &[1u8, 2, 3][..])
             .expect("insert");
         db.flush().expect("flush");
     }
@@ -155,7 +155,7 @@ fn store_and_sync_handle_can_move_between_threads() {
 #[test]
 fn snapshot_images_live_in_their_own_tree_and_leftovers_go_on_open() {
     use super::SNAPSHOT_TREE_NAME;
-    use super::codec::SNAPSHOT_DATA_KEY;
+    use super::disk_format::SNAPSHOT_DATA_KEY;
     let dir = TempDir::new().expect("temp dir");
     let db = open_db(dir.path()).expect("open_db");
     let mut store = SledLogStore::open(db.clone(), dir.path()).expect("open");
