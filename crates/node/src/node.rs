@@ -25,7 +25,7 @@ use crate::member::raft_loop::{LoopSettings, RaftLoop};
 use crate::member::state_machine::StateMachine;
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
-use crate::storage::{MemberIdentity, SledLogStore};
+use crate::storage::{MemberIdentity, WalLogStore};
 use crate::transport::{PeerClients, Transport, server::PeerService};
 use flotilla_raft::Role;
 
@@ -138,7 +138,7 @@ fn join_refusal(
 async fn identity(
     cfg: &NodeConfig,
     db: &sled::Db,
-    store: &mut SledLogStore,
+    store: &mut WalLogStore,
 ) -> anyhow::Result<(Identity, Members)> {
     let bootstrap_members = match &cfg.initial_cluster {
         Some(ic) => config::parse_initial_cluster(ic)?,
@@ -224,7 +224,7 @@ fn bootstrap_cluster_id(cfg: &NodeConfig, members: &[config::InitialMember]) -> 
 
 /// Rebuilds member metadata on restart: the snapshot's list if there is one, then every
 /// configuration change still in the log.
-fn rebuild_members(store: &SledLogStore, mut members: Members) -> anyhow::Result<Members> {
+fn rebuild_members(store: &WalLogStore, mut members: Members) -> anyhow::Result<Members> {
     let snap = store.snapshot()?;
     if !snap.is_empty()
         && let Ok((m, _)) = members::decode_snapshot(&snap.data)
@@ -271,7 +271,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let db_dir = cfg.data_dir.join("db");
     let db = crate::storage::open_db(&db_dir)?;
-    let mut log_store = SledLogStore::open(db.clone(), &db_dir).context("opening the Raft log")?;
+    let mut log_store = WalLogStore::open(db.clone(), &db_dir).context("opening the Raft log")?;
     let (ident, members) = identity(&cfg, &db, &mut log_store).await?;
     let mut members = rebuild_members(&log_store, members)?;
     members.upsert(Member {
@@ -324,7 +324,6 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         ident.member_id,
         tokio::runtime::Handle::current(),
         loop_tx.clone(),
-        metrics.clone(),
     ));
     let heartbeat_sent = transport.heartbeat_sent.clone();
     let sm = Arc::new(RwLock::new(sm));

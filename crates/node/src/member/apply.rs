@@ -24,7 +24,7 @@ use super::waiters::Waiters;
 use crate::contract::members;
 use crate::contract::{ProposalReply, ServerError};
 use crate::metrics::Metrics;
-use crate::storage::SledLogStore;
+use crate::storage::WalLogStore;
 
 /// The loop's state apart from the core and the Ready cycle.
 pub struct Applier {
@@ -71,7 +71,7 @@ impl Applier {
     /// Compacts the log every `snapshot_threshold` applied entries. The snapshot stores only
     /// the member list: the state machine is durable in the same database, and a follower that
     /// needs it gets an image built at that moment (see [`super::image`]).
-    pub(super) fn maybe_snapshot(&mut self, store: &mut SledLogStore) -> Result<(), String> {
+    pub(super) fn maybe_snapshot(&mut self, store: &mut WalLogStore) -> Result<(), String> {
         if self.applied < self.last_snapshot + self.snapshot_threshold.max(1) {
             return Ok(());
         }

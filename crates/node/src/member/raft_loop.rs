@@ -26,7 +26,7 @@ use super::state_machine::StateMachine;
 use super::waiters::Waiters;
 use crate::contract::{Command, Members, NodeStatus, Outbox, ProposalReply, ServerError};
 use crate::metrics::Metrics;
-use crate::storage::SledLogStore;
+use crate::storage::WalLogStore;
 
 /// Static settings of the loop.
 pub struct LoopSettings {
@@ -43,7 +43,7 @@ const MAX_DRAIN: usize = 4096;
 
 /// The loop's state.
 pub struct RaftLoop {
-    node: RawNode<SledLogStore>,
+    node: RawNode<WalLogStore>,
     cycle: ReadyCycle,
     outbox: Arc<dyn Outbox>,
     tick: Duration,
@@ -54,7 +54,7 @@ impl RaftLoop {
     /// Creates the loop around a started node.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        mut node: RawNode<SledLogStore>,
+        mut node: RawNode<WalLogStore>,
         sm: Arc<RwLock<StateMachine>>,
         members: Members,
         outbox: Arc<dyn Outbox>,

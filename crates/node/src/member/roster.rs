@@ -16,7 +16,7 @@ use flotilla_raft::{ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, Nod
 
 use crate::codec;
 use crate::contract::{Member, Members, Outbox};
-use crate::storage::SledLogStore;
+use crate::storage::WalLogStore;
 
 /// The member list, the applied configuration and the transport's peer set.
 pub struct Roster {
@@ -144,7 +144,7 @@ impl Roster {
 /// The configuration as of `applied`: the stored snapshot's, with every configuration change
 /// the log holds up to `applied` applied to it (a restarted member resumes from the state
 /// machine's applied index, past entries the core will not hand out again).
-pub fn conf_as_of(store: &SledLogStore, applied: u64) -> ConfState {
+pub fn conf_as_of(store: &WalLogStore, applied: u64) -> ConfState {
     use flotilla_raft::Storage as _;
     let meta = store.snapshot_meta();
     let mut conf = meta.conf_state.clone();

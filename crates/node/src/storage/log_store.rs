@@ -1,4 +1,4 @@
-//! [`SledLogStore`]: the Raft store — log entries and hard state in the write-ahead log
+//! [`WalLogStore`]: the Raft store — log entries and hard state in the write-ahead log
 //! ([`super::wal`]) with the entries since the snapshot held in memory; snapshot metadata,
 //! images and the member identity in sled, beside the MVCC store.
 //!
@@ -19,7 +19,7 @@
 //! open. An image stored by an older version under [`SNAPSHOT_DATA_KEY`] is still read.
 //!
 //! A snapshot taken for log compaction usually carries a *partial* image: only the member list
-//! ([`SledLogStore::compact`]). The MVCC store is durable in the same database, so copying it
+//! ([`WalLogStore::compact`]). The MVCC store is durable in the same database, so copying it
 //! into an image every few thousand entries bought nothing but a stall (serialising the whole
 //! store cost 13% of the leader's CPU under load). When a follower does need the state, the
 //! leader's [`ImageSource`] builds a full image of the live state machine at its applied index,
@@ -56,7 +56,7 @@ struct Cache {
     /// Metadata of the stored snapshot (index 0 for a store never compacted; its configuration
     /// is then the bootstrap configuration).
     snapshot: SnapshotMeta,
-    /// The stored image holds only member metadata (see [`SledLogStore::compact`]).
+    /// The stored image holds only member metadata (see [`WalLogStore::compact`]).
     image_partial: bool,
 }
 
@@ -74,7 +74,7 @@ pub trait ImageSource: Send + Sync + std::fmt::Debug {
 
 /// The durable Raft log store on sled. See the [module docs](self) and [`super`].
 #[derive(Debug)]
-pub struct SledLogStore {
+pub struct WalLogStore {
     tree: sled::Tree,
     /// Snapshot images, by index (see the module docs).
     images: sled::Tree,
@@ -90,7 +90,7 @@ fn sled_err(what: &str, e: sled::Error) -> StorageError {
     StorageError::Io(format!("sled {what}: {e}"))
 }
 
-impl SledLogStore {
+impl WalLogStore {
     /// Opens (or creates) the Raft store in `db`, which was opened at `dir` (see
     /// [`super::open_db`]). The node shares `db` with the MVCC store.
     ///
@@ -139,7 +139,7 @@ impl SledLogStore {
                 first.index
             )));
         }
-        let store = SledLogStore {
+        let store = WalLogStore {
             tree,
             images,
             sync,
@@ -374,7 +374,7 @@ fn legacy_entries(tree: &sled::Tree, snap: u64) -> Result<Vec<Entry>, StorageErr
     Ok(out)
 }
 
-impl Storage for SledLogStore {
+impl Storage for WalLogStore {
     fn initial_state(&self) -> Result<(HardState, ConfState), StorageError> {
         Ok((
             self.cache.hard_state,
@@ -473,7 +473,7 @@ impl Storage for SledLogStore {
     }
 }
 
-impl LogStore for SledLogStore {
+impl LogStore for WalLogStore {
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         let Some(first) = entries.first() else {
             return Ok(());

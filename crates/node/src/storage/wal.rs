@@ -5,7 +5,7 @@
 //! a tree descent and a page-cache link per entry, then sled's own flush of its log buffers on
 //! every sync (perf: ~25% of a follower's CPU, with sled's I/O threads on top). A Raft log is
 //! written at its end and read near its end, so it wants what etcd's WAL is: an append-only file
-//! and the entries since the last snapshot kept in memory (`SledLogStore` holds them).
+//! and the entries since the last snapshot kept in memory (`WalLogStore` holds them).
 //!
 //! Layout: `<dir>/<seq:016x>.wal` segments, replayed in sequence order. Each record is
 //! `len: u32 | crc32(kind | payload): u32 | kind: u8 | payload`, all big-endian:

@@ -26,7 +26,6 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::contract::{Command, ForwardFuture, Outbox, ServerError};
-use crate::metrics::Metrics;
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
@@ -98,7 +97,6 @@ pub struct Transport {
     rt: tokio::runtime::Handle,
     loop_tx: StdSender<Command>,
     links: Mutex<HashMap<NodeId, PeerLink>>,
-    metrics: Metrics,
     /// When the last unanswered heartbeat to each peer left, for the round-trip histogram.
     pub(crate) heartbeat_sent: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
@@ -110,7 +108,6 @@ impl Transport {
         self_id: NodeId,
         rt: tokio::runtime::Handle,
         loop_tx: StdSender<Command>,
-        metrics: Metrics,
     ) -> Self {
         Transport {
             cluster_id,
@@ -118,7 +115,6 @@ impl Transport {
             rt,
             loop_tx,
             links: Mutex::new(HashMap::new()),
-            metrics,
             heartbeat_sent: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -299,6 +295,5 @@ impl Outbox for Transport {
                 },
             );
         }
-        let _ = &self.metrics;
     }
 }
