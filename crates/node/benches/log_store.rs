@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use flotilla_node::storage::{SledLogStore, open_db};
+use flotilla_node::storage::{WalLogStore, open_db};
 use flotilla_raft::{ConfState, Entry, EntryKind, LogStore, Storage};
 
 const ENTRY_BYTES: usize = 256;
@@ -27,7 +27,7 @@ fn append_sync(c: &mut Criterion) {
     for batch in [1u64, 16, 128] {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let db = open_db(dir.path()).expect("open_db");
-        let mut store = SledLogStore::open(db, dir.path()).expect("open store");
+        let mut store = WalLogStore::open(db, dir.path()).expect("open store");
         let payload = vec![0xa5u8; ENTRY_BYTES];
         let mut next = 1u64;
         group.throughput(Throughput::Elements(batch));

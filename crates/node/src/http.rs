@@ -14,8 +14,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::sync::watch;
 
+use crate::contract::NodeStatus;
 use crate::metrics::Metrics;
-use crate::server::NodeStatus;
 
 #[derive(Clone)]
 struct HttpState {

@@ -1,13 +1,25 @@
 //! # flotilla-node
 //!
-//! The Flotilla node: durable Raft log storage on sled, the MVCC key-value state machine with
-//! etcd semantics, the gRPC transport between peers, the etcd v3 client API, metrics, and
-//! `flotilla dev`.
+//! The Flotilla node: the Raft log in a write-ahead log, the MVCC key-value state machine with
+//! etcd semantics on sled, the gRPC transport between peers, the etcd v3 client API, metrics,
+//! and `flotilla dev`.
 //!
-//! - [`node`] starts a member; [`server`] holds the Raft loop and the handle the APIs use;
-//! - [`transport`] moves Raft messages between members; [`api`] serves clients;
+//! - [`node`] starts a member; [`member`] is the running member: the Raft loop, its state
+//!   machine and the handle the APIs and the transport use;
+//! - [`contract`] holds what the member shares with its neighbours (commands, errors, the
+//!   outbox, status, forwarding), importing none of them;
+//! - [`transport`] moves Raft messages between members; [`codec`] is their wire format;
+//! - [`api`] serves clients (and [`gateway`] serves them JSON); [`authority`] accepts the
+//!   `:authority` etcd 3.4 clients send;
+//! - [`storage`] keeps the log and the member's identity; [`mvcc`] is the key-value store;
+//!   [`snapshot_file`] reads the files `etcdctl snapshot save` writes;
 //! - [`metrics`] and [`http`] export Prometheus metrics and health probes;
-//! - [`config`] parses flags; [`dev`] runs a local cluster.
+//! - [`config`] parses flags, [`cli`] holds what the binaries share; [`dev`] runs a local
+//!   cluster.
+//!
+//! Imports form a DAG: `node` → `api` → `member` → `contract`, with `transport` → `member`
+//! (to deliver what it receives) and the member reaching the transport only through the
+//! `contract` traits (`Outbox`, `Forwarding`).
 
 #![warn(missing_docs)]
 
@@ -16,13 +28,24 @@ pub mod authority;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod contract;
 pub mod dev;
 pub mod gateway;
 pub mod http;
+pub mod member;
 pub mod metrics;
 pub mod mvcc;
 pub mod node;
-pub mod server;
 pub mod snapshot_file;
 pub mod storage;
 pub mod transport;
+
+/// The member's old module path, kept only so `gateway.rs` (rewritten by a separate change)
+/// compiles untouched; new code uses [`member`].
+#[doc(hidden)]
+pub mod server {
+    /// See [`crate::member::handle`].
+    pub mod handle {
+        pub use crate::member::handle::NodeHandle;
+    }
+}

@@ -18,14 +18,14 @@ use tokio::sync::watch;
 
 use crate::api;
 use crate::config::{self, NodeConfig};
+use crate::contract::NodeStatus;
+use crate::contract::members::{self, Member, Members};
+use crate::member::handle::NodeHandle;
+use crate::member::raft_loop::{LoopSettings, RaftLoop};
+use crate::member::state_machine::StateMachine;
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
-use crate::server::NodeStatus;
-use crate::server::handle::NodeHandle;
-use crate::server::members::{self, Member, Members};
-use crate::server::raft_loop::{LoopSettings, RaftLoop, decode_member_context};
-use crate::server::sm::StateMachine;
-use crate::storage::{MemberIdentity, SledLogStore};
+use crate::storage::{MemberIdentity, WalLogStore};
 use crate::transport::{PeerClients, Transport, server::PeerService};
 use flotilla_raft::Role;
 
@@ -138,7 +138,7 @@ fn join_refusal(
 async fn identity(
     cfg: &NodeConfig,
     db: &sled::Db,
-    store: &mut SledLogStore,
+    store: &mut WalLogStore,
 ) -> anyhow::Result<(Identity, Members)> {
     let bootstrap_members = match &cfg.initial_cluster {
         Some(ic) => config::parse_initial_cluster(ic)?,
@@ -224,7 +224,7 @@ fn bootstrap_cluster_id(cfg: &NodeConfig, members: &[config::InitialMember]) -> 
 
 /// Rebuilds member metadata on restart: the snapshot's list if there is one, then every
 /// configuration change still in the log.
-fn rebuild_members(store: &SledLogStore, mut members: Members) -> anyhow::Result<Members> {
+fn rebuild_members(store: &WalLogStore, mut members: Members) -> anyhow::Result<Members> {
     let snap = store.snapshot()?;
     if !snap.is_empty()
         && let Ok((m, _)) = members::decode_snapshot(&snap.data)
@@ -240,8 +240,8 @@ fn rebuild_members(store: &SledLogStore, mut members: Members) -> anyhow::Result
         }
         for e in &batch {
             if e.kind == EntryKind::ConfChange
-                && let Some(cc) = crate::server::raft_loop::decode_conf_change(&e.data)
-                && let Some(m) = decode_member_context(cc.node_id, &cc.context)
+                && let Some(cc) = crate::member::roster::decode_conf_change(&e.data)
+                && let Some(m) = crate::member::roster::member_of(&cc)
             {
                 members.upsert(m);
             }
@@ -271,7 +271,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let db_dir = cfg.data_dir.join("db");
     let db = crate::storage::open_db(&db_dir)?;
-    let mut log_store = SledLogStore::open(db.clone(), &db_dir).context("opening the Raft log")?;
+    let mut log_store = WalLogStore::open(db.clone(), &db_dir).context("opening the Raft log")?;
     let (ident, members) = identity(&cfg, &db, &mut log_store).await?;
     let mut members = rebuild_members(&log_store, members)?;
     members.upsert(Member {
@@ -324,7 +324,6 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         ident.member_id,
         tokio::runtime::Handle::current(),
         loop_tx.clone(),
-        metrics.clone(),
     ));
     let heartbeat_sent = transport.heartbeat_sent.clone();
     let sm = Arc::new(RwLock::new(sm));
@@ -356,7 +355,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         applied_rx,
         sm,
         metrics.clone(),
-        PeerClients::default(),
+        Arc::new(PeerClients::default()),
         ident.member_id,
         cfg.name.clone(),
         ident.cluster_id,
@@ -451,7 +450,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         status_rx,
         stopped(stop_rx.clone()),
     );
-    crate::server::lease_expiry::spawn(handle.clone());
+    crate::member::lease_expiry::spawn(handle.clone());
     let client_task = tokio::spawn(client_server);
     let peer_task = tokio::spawn(peer_server);
     let http_task = tokio::spawn(http_server);
@@ -512,7 +511,7 @@ async fn discover_client_urls(handle: NodeHandle) {
             if let Some(me) = resp.members.into_iter().find(|m| m.id == id)
                 && !me.client_urls.is_empty()
             {
-                let _ = handle.send(crate::server::Command::LearnMember(Member {
+                let _ = handle.send(crate::contract::Command::LearnMember(Member {
                     id,
                     name: me.name,
                     peer_urls: Vec::new(),

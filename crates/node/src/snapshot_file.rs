@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use flotilla_proto::etcdserverpb::RangeRequest;
 use sha2::Digest as _;
 
+use crate::contract::members;
 use crate::mvcc::{MvccError, MvccStore, snapshot};
-use crate::server::members;
 
 /// Why a snapshot file cannot be used.
 #[derive(Debug, thiserror::Error)]

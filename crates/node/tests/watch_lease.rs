@@ -400,8 +400,8 @@ fn a_returning_leader_does_not_expire_leases_kept_alive_elsewhere() {
 
 #[test]
 fn installing_a_snapshot_ends_every_watch_stream() {
+    use flotilla_node::member::state_machine::StateMachine;
     use flotilla_node::mvcc::MvccStore;
-    use flotilla_node::server::sm::StateMachine;
     use flotilla_proto::etcdserverpb::WatchCreateRequest;
     use tokio::sync::mpsc::error::TryRecvError;
 
@@ -410,13 +410,14 @@ fn installing_a_snapshot_ends_every_watch_stream() {
     let mut sm = StateMachine::new(MvccStore::open(&db).expect("store"));
     let image = sm.snapshot().expect("snapshot");
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let (store, hub) = sm.parts();
-    let stream = hub.open_stream(tx);
+    let stream = sm.watch_open(tx);
     let req = WatchCreateRequest {
         key: b"a".to_vec(),
         ..Default::default()
     };
-    hub.create(store, stream, &req).expect("create");
+    sm.watch_create(stream, &req)
+        .map_err(|(e, _)| e)
+        .expect("create");
     assert!(rx.try_recv().expect("created response").created);
     sm.restore(&image, 10).expect("restore");
     // The hub dropped its sender: the Watch service ends the client's stream (Unavailable) so

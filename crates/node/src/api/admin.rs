@@ -12,13 +12,14 @@ use flotilla_proto::admin::{
     PromoteLearnerResponse, RemoveMemberRequest, RemoveMemberResponse, Role as AdminRole,
     StatusRequest, StatusResponse, TransferLeadershipRequest, TransferLeadershipResponse,
 };
+use flotilla_proto::internal::MemberContext;
 use flotilla_raft::{ConfChange, ConfChangeKind, NodeId, Role};
 use tonic::{Request, Response, Status};
 
 use super::observe;
-use crate::server::handle::NodeHandle;
-use crate::server::raft_loop::encode_member_context;
-use crate::server::{Member, NodeStatus, ServerError};
+use crate::codec::member_conf_change;
+use crate::contract::{NodeStatus, ServerError};
+use crate::member::handle::NodeHandle;
 
 /// The Admin service.
 #[derive(Clone)]
@@ -120,19 +121,13 @@ pub async fn add_learner(node: &NodeHandle, req: AddLearnerRequest) -> Result<No
     while id == 0 || st.member(id).is_some() {
         id = rand::random();
     }
-    let ctx = encode_member_context(&Member {
-        id,
+    let ctx = MemberContext {
         name: req.name,
         peer_urls: req.peer_urls,
         client_urls: req.client_urls,
-        is_learner: true,
-    });
-    node.conf_change(ConfChange {
-        kind: ConfChangeKind::AddLearner,
-        node_id: id,
-        context: ctx,
-    })
-    .await?;
+    };
+    node.conf_change(member_conf_change(ConfChangeKind::AddLearner, id, &ctx))
+        .await?;
     Ok(id)
 }
 
@@ -150,13 +145,13 @@ pub async fn promote(node: &NodeHandle, id: NodeId) -> Result<(), Status> {
             "etcdserver: can only promote a learner member",
         ));
     }
-    let ctx = encode_member_context(m);
-    node.conf_change(ConfChange {
-        kind: ConfChangeKind::PromoteLearner,
-        node_id: id,
-        context: ctx,
-    })
-    .await?;
+    let ctx = MemberContext {
+        name: m.name.clone(),
+        peer_urls: m.peer_urls.clone(),
+        client_urls: m.client_urls.clone(),
+    };
+    node.conf_change(member_conf_change(ConfChangeKind::PromoteLearner, id, &ctx))
+        .await?;
     Ok(())
 }
 

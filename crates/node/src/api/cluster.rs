@@ -21,9 +21,9 @@ use flotilla_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::{admin, header, observe};
-use crate::server::NodeStatus;
-use crate::server::errors::ServerError;
-use crate::server::handle::NodeHandle;
+use crate::contract::NodeStatus;
+use crate::contract::ServerError;
+use crate::member::handle::NodeHandle;
 
 /// Refuses a MemberUpdate that etcd refuses: unknown member, no peer URLs, or a peer URL that
 /// another member already uses.
@@ -137,22 +137,12 @@ impl Cluster for ClusterService {
         let req = request.into_inner();
         let r = async {
             check_member_update(&self.node.status(), &req)?;
-            let write = flotilla_proto::internal::Request {
-                id: rand::random(),
-                op: Some(flotilla_proto::internal::request::Op::MemberUpdate(
-                    flotilla_proto::internal::MemberUpdate {
-                        id: req.id,
-                        peer_urls: req.peer_ur_ls.clone(),
-                    },
-                )),
-            };
-            match self.node.write(&write).await?.op {
-                Some(flotilla_proto::internal::response::Op::MemberUpdated(_)) => {}
-                Some(flotilla_proto::internal::response::Op::Error(e)) => {
-                    return Err(Status::new(tonic::Code::from_i32(e.code), e.message));
-                }
-                _ => return Err(Status::internal("unexpected response to a member update")),
-            }
+            self.node
+                .write(flotilla_proto::internal::MemberUpdate {
+                    id: req.id,
+                    peer_urls: req.peer_ur_ls.clone(),
+                })
+                .await?;
             Ok(MemberUpdateResponse {
                 header: Some(header(&self.node, 0)),
                 members: self.members(),

@@ -12,13 +12,12 @@ use flotilla_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use flotilla_proto::internal;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use super::{header, observe};
-use crate::server::ServerError;
-use crate::server::handle::NodeHandle;
+use crate::contract::ServerError;
+use crate::member::handle::NodeHandle;
 
 /// The KV service.
 #[derive(Clone)]
@@ -55,21 +54,6 @@ impl KvService {
         resp.header = Some(header(&self.node, rev));
         Ok(resp)
     }
-
-    async fn write(&self, op: internal::request::Op) -> Result<internal::response::Op, Status> {
-        let req = internal::Request {
-            id: rand::random(),
-            op: Some(op),
-        };
-        let resp = self.node.write(&req).await?;
-        match resp.op {
-            Some(internal::response::Op::Error(e)) => {
-                Err(Status::new(tonic::Code::from_i32(e.code), e.message))
-            }
-            Some(op) => Ok(op),
-            None => Err(Status::internal("empty response from the state machine")),
-        }
-    }
 }
 
 /// etcd treats `range_end` "\0" as "every key ≥ key" and an empty one as "just key"; a
@@ -82,10 +66,6 @@ fn check_range(key: &[u8], range_end: &[u8]) -> Result<(), Status> {
         ));
     }
     Ok(())
-}
-
-fn wrong_op() -> Status {
-    Status::internal("the state machine answered with the wrong kind of response")
 }
 
 #[tonic::async_trait]
@@ -104,14 +84,7 @@ impl Kv for KvService {
             if req.key.is_empty() {
                 return Err(Status::invalid_argument("etcdserver: key is not provided"));
             }
-            match self.write(internal::request::Op::Put(req)).await? {
-                internal::response::Op::Put(mut p) => {
-                    let rev = p.header.as_ref().map(|h| h.revision).unwrap_or(0);
-                    p.header = Some(header(&self.node, rev));
-                    Ok(p)
-                }
-                _ => Err(wrong_op()),
-            }
+            Ok(self.node.write(req).await?)
         }
         .await;
         observe(&self.node, "Put", r).map(Response::new)
@@ -127,14 +100,7 @@ impl Kv for KvService {
                 return Err(Status::invalid_argument("etcdserver: key is not provided"));
             }
             check_range(&req.key, &req.range_end)?;
-            match self.write(internal::request::Op::DeleteRange(req)).await? {
-                internal::response::Op::DeleteRange(mut p) => {
-                    let rev = p.header.as_ref().map(|h| h.revision).unwrap_or(0);
-                    p.header = Some(header(&self.node, rev));
-                    Ok(p)
-                }
-                _ => Err(wrong_op()),
-            }
+            Ok(self.node.write(req).await?)
         }
         .await;
         observe(&self.node, "DeleteRange", r).map(Response::new)
@@ -148,14 +114,7 @@ impl Kv for KvService {
                     "etcdserver: too many operations in txn request",
                 ));
             }
-            match self.write(internal::request::Op::Txn(req)).await? {
-                internal::response::Op::Txn(mut p) => {
-                    let rev = p.header.as_ref().map(|h| h.revision).unwrap_or(0);
-                    p.header = Some(header(&self.node, rev));
-                    Ok(p)
-                }
-                _ => Err(wrong_op()),
-            }
+            Ok(self.node.write(req).await?)
         }
         .await;
         observe(&self.node, "Txn", r).map(Response::new)
@@ -166,17 +125,7 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let req = request.into_inner();
-        let r = async {
-            match self.write(internal::request::Op::Compaction(req)).await? {
-                internal::response::Op::Compaction(mut p) => {
-                    let rev = p.header.as_ref().map(|h| h.revision).unwrap_or(0);
-                    p.header = Some(header(&self.node, rev));
-                    Ok(p)
-                }
-                _ => Err(wrong_op()),
-            }
-        }
-        .await;
+        let r = async { Ok(self.node.write(req).await?) }.await;
         observe(&self.node, "Compact", r).map(Response::new)
     }
 }

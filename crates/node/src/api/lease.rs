@@ -6,7 +6,7 @@
 //! write. A lease id left at 0 by the client is derived from the request id inside the state
 //! machine, so every member picks the same one.
 //!
-//! Time is the leader's alone (see [`crate::server::lease_expiry`]): keep-alives and
+//! Time is the leader's alone (see [`crate::member::lease_expiry`]): keep-alives and
 //! time-to-live answers need the leader's deadlines. A follower therefore **forwards** them to
 //! the leader, over the leader's peer address where this same service is also registered (the
 //! peer address is known for every member, client addresses are not always). A forwarded
@@ -23,7 +23,6 @@ use flotilla_proto::etcdserverpb::{
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use flotilla_proto::internal;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,11 +30,11 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{header, observe};
+use crate::contract::ServerError;
+use crate::member::handle::NodeHandle;
+use crate::member::lease_expiry::now_ms;
 use crate::mvcc::MvccError;
 use crate::mvcc::lease::MAX_LEASE_TTL;
-use crate::server::ServerError;
-use crate::server::handle::NodeHandle;
-use crate::server::lease_expiry::now_ms;
 
 /// Metadata key marking a request a follower forwarded to the leader.
 const FORWARDED: &str = "flotilla-forwarded";
@@ -90,26 +89,12 @@ impl LeaseService {
         )))
     }
 
-    async fn write(&self, op: internal::request::Op) -> Result<internal::response::Op, Status> {
-        let req = internal::Request {
-            id: rand::random(),
-            op: Some(op),
-        };
-        match self.node.write(&req).await?.op {
-            Some(internal::response::Op::Error(e)) => {
-                Err(Status::new(tonic::Code::from_i32(e.code), e.message))
-            }
-            Some(op) => Ok(op),
-            None => Err(Status::internal("empty response from the state machine")),
-        }
-    }
-
     /// Renews a lease on this member (the leader); TTL 0 when the lease does not exist, as
     /// etcd answers.
     fn renew_here(&self, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
         let ttl = {
             let mut sm = self.node.sm.write().map_err(|_| lock_err())?;
-            match sm.parts().0.lease_keep_alive(id, now_ms()) {
+            match sm.lease_keep_alive(id, now_ms()) {
                 Ok(ttl) => ttl,
                 Err(MvccError::LeaseNotFound) => 0,
                 Err(e) => return Err(Status::new(e.grpc_code(), e.grpc_message())),
@@ -147,8 +132,9 @@ impl LeaseService {
                 // The leader's applied state may trail its commit index by a few entries.
                 self.node.linearizable_barrier().await?;
                 let mut sm = self.node.sm.write().map_err(|_| lock_err())?;
-                let store = sm.parts().0;
-                let Some(ttl) = store.lease_remaining(req.id, now_ms()) else {
+                let Some((ttl, granted_ttl, keys)) =
+                    sm.lease_time_to_live(req.id, now_ms(), req.keys)
+                else {
                     // etcd answers an unknown lease with TTL -1 (etcdctl: "already expired").
                     return Ok(LeaseTimeToLiveResponse {
                         header: Some(header(&self.node, 0)),
@@ -157,19 +143,12 @@ impl LeaseService {
                         ..Default::default()
                     });
                 };
-                let lease = store.lease(req.id);
                 Ok(LeaseTimeToLiveResponse {
                     header: Some(header(&self.node, 0)),
                     id: req.id,
                     ttl,
-                    granted_ttl: lease.map_or(0, |l| l.ttl),
-                    keys: if req.keys {
-                        lease
-                            .map(|l| l.keys.iter().cloned().collect())
-                            .unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    },
+                    granted_ttl,
+                    keys,
                 })
             }
         }
@@ -198,16 +177,7 @@ impl Lease for LeaseService {
                     "etcdserver: lease id must be positive",
                 ));
             }
-            match self.write(internal::request::Op::LeaseGrant(req)).await? {
-                internal::response::Op::LeaseGrant(mut g) => {
-                    let rev = g.header.as_ref().map_or(0, |h| h.revision);
-                    g.header = Some(header(&self.node, rev));
-                    Ok(g)
-                }
-                _ => Err(Status::internal(
-                    "the state machine answered the wrong kind",
-                )),
-            }
+            Ok(self.node.write(req).await?)
         }
         .await;
         observe(&self.node, "LeaseGrant", r).map(Response::new)
@@ -218,19 +188,7 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let req = request.into_inner();
-        let r = async {
-            match self.write(internal::request::Op::LeaseRevoke(req)).await? {
-                internal::response::Op::LeaseRevoke(mut g) => {
-                    let rev = g.header.as_ref().map_or(0, |h| h.revision);
-                    g.header = Some(header(&self.node, rev));
-                    Ok(g)
-                }
-                _ => Err(Status::internal(
-                    "the state machine answered the wrong kind",
-                )),
-            }
-        }
-        .await;
+        let r = async { Ok(self.node.write(req).await?) }.await;
         observe(&self.node, "LeaseRevoke", r).map(Response::new)
     }
 

@@ -29,8 +29,8 @@ use sha2::Digest as _;
 use tonic::{Request, Response, Status};
 
 use super::{admin, header, observe};
-use crate::server::handle::NodeHandle;
-use crate::server::members::{self, Members};
+use crate::contract::members::{self, Members};
+use crate::member::handle::NodeHandle;
 
 /// The version string reported by Status: etcdctl prints it, and clients compare it.
 pub const VERSION: &str = "3.4.0";

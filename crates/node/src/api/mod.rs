@@ -1,6 +1,6 @@
 //! The client-facing gRPC services: etcd's KV, Cluster and Maintenance, and Flotilla's Admin.
 //!
-//! Each service is a thin translation onto [`crate::server::handle::NodeHandle`]: validation,
+//! Each service is a thin translation onto [`crate::member::handle::NodeHandle`]: validation,
 //! routing (forward to the leader, ReadIndex for reads) and the etcd response header. Watch,
 //! Lease and the HTTP gateway are separate modules when they exist; services that would only
 //! answer UNIMPLEMENTED are not registered at all.
@@ -14,17 +14,11 @@ pub mod watch;
 
 use flotilla_proto::etcdserverpb::ResponseHeader;
 
-use crate::server::handle::NodeHandle;
+use crate::member::handle::NodeHandle;
 
 /// The header every etcd response carries; `revision` 0 means "the current one".
 pub fn header(node: &NodeHandle, revision: i64) -> ResponseHeader {
-    let st = node.status.borrow();
-    ResponseHeader {
-        cluster_id: node.cluster_id,
-        member_id: node.id,
-        revision: if revision > 0 { revision } else { st.revision },
-        raft_term: st.term,
-    }
+    node.header(revision)
 }
 
 /// Records a served request in the gRPC metric and passes the result through.

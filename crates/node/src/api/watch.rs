@@ -35,8 +35,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{header, observe};
+use crate::member::handle::NodeHandle;
+use crate::member::state_machine::StateMachine;
 use crate::mvcc::watch::StreamId;
-use crate::server::handle::NodeHandle;
 
 /// Responses buffered per client stream before its watchers fall back to catching up from
 /// history (the hub never blocks apply on a slow client).
@@ -56,19 +57,15 @@ impl WatchService {
     /// Creates the service and starts the hub's periodic catch-up (it runs for the life of the
     /// process, as the state machine does). Must be called inside a Tokio runtime.
     pub fn new(node: NodeHandle, progress_notify_interval: Duration) -> Self {
-        tokio::spawn(every(node.clone(), SYNC_INTERVAL, |store, hub| {
-            if hub.watch_count() > 0
-                && let Err(e) = hub.sync(store)
-            {
+        tokio::spawn(every(node.clone(), SYNC_INTERVAL, |sm| {
+            if let Err(e) = sm.watch_sync() {
                 tracing::warn!(error = %e, "watch catch-up failed");
             }
         }));
         tokio::spawn(every(
             node.clone(),
             progress_notify_interval,
-            |store, hub| {
-                hub.notify_progress(store);
-            },
+            StateMachine::watch_notify_progress,
         ));
         WatchService { node }
     }
@@ -76,11 +73,7 @@ impl WatchService {
 
 /// Runs `f` on the hub every `period` (first after one period), under the state machine's
 /// write lock, until the lock is poisoned.
-async fn every(
-    node: NodeHandle,
-    period: Duration,
-    mut f: impl FnMut(&mut crate::mvcc::MvccStore, &mut crate::mvcc::watch::WatchHub) + Send,
-) {
+async fn every(node: NodeHandle, period: Duration, mut f: impl FnMut(&mut StateMachine) + Send) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -88,8 +81,7 @@ async fn every(
         let Ok(mut sm) = node.sm.write() else {
             return;
         };
-        let (store, hub) = sm.parts();
-        f(store, hub);
+        f(&mut sm);
     }
 }
 
@@ -111,13 +103,12 @@ fn handle_request(
         .sm
         .write()
         .map_err(|_| Status::internal("state machine lock poisoned"))?;
-    let (store, hub) = sm.parts();
     match req.request_union {
-        Some(RequestUnion::CreateRequest(c)) => match hub.create(store, stream, &c) {
-            Ok(_) => Ok(None),
+        Some(RequestUnion::CreateRequest(c)) => match sm.watch_create(stream, &c) {
+            Ok(()) => Ok(None),
             // etcd 3.4 answers a refused create with created + canceled and watch id -1.
-            Err(e) => Ok(Some(WatchResponse {
-                header: Some(header(node, store.current_revision())),
+            Err((e, revision)) => Ok(Some(WatchResponse {
+                header: Some(header(node, revision)),
                 watch_id: -1,
                 created: true,
                 canceled: true,
@@ -127,11 +118,11 @@ fn handle_request(
         },
         Some(RequestUnion::CancelRequest(c)) => {
             // Unknown ids are ignored, as etcd does.
-            hub.cancel(store, stream, c.watch_id);
+            sm.watch_cancel(stream, c.watch_id);
             Ok(None)
         }
         Some(RequestUnion::ProgressRequest(_)) => {
-            hub.request_progress(store, stream);
+            sm.watch_progress(stream);
             Ok(None)
         }
         None => Ok(None),
@@ -174,7 +165,7 @@ async fn read_requests(
         }
     }
     if let Ok(mut sm) = node.sm.write() {
-        sm.parts().1.close_stream(stream);
+        sm.watch_close(stream);
     }
 }
 
@@ -196,7 +187,7 @@ impl Watch for WatchService {
                 .sm
                 .write()
                 .map_err(|_| Status::internal("state machine lock poisoned"))?;
-            Ok(sm.parts().1.open_stream(tx.clone()))
+            Ok(sm.watch_open(tx.clone()))
         })();
         let stream = observe(&self.node, "Watch", r)?;
         let client_done = Arc::new(AtomicBool::new(false));

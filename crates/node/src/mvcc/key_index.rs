@@ -258,21 +258,6 @@ impl TreeIndex {
         Box::new(it)
     }
 
-    /// Keys in `range` that are live now.
-    pub fn live_keys(&self, range: &KeyRange) -> Vec<Vec<u8>> {
-        let (lo, hi) = range.bounds();
-        if let Bound::Excluded(h) = hi
-            && h <= lo
-        {
-            return Vec::new();
-        }
-        self.keys
-            .range::<[u8], _>((Bound::Included(lo), hi))
-            .filter(|(_, ki)| ki.is_live())
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
     /// Compacts every key at `at`; returns the revisions whose records must be deleted.
     pub fn compact(&mut self, at: i64) -> Vec<Revision> {
         let mut removed = Vec::new();

@@ -1,4 +1,4 @@
-//! [`SledLogStore`]: the Raft store — log entries and hard state in the write-ahead log
+//! [`WalLogStore`]: the Raft store — log entries and hard state in the write-ahead log
 //! ([`super::wal`]) with the entries since the snapshot held in memory; snapshot metadata,
 //! images and the member identity in sled, beside the MVCC store.
 //!
@@ -19,7 +19,7 @@
 //! open. An image stored by an older version under [`SNAPSHOT_DATA_KEY`] is still read.
 //!
 //! A snapshot taken for log compaction usually carries a *partial* image: only the member list
-//! ([`SledLogStore::compact`]). The MVCC store is durable in the same database, so copying it
+//! ([`WalLogStore::compact`]). The MVCC store is durable in the same database, so copying it
 //! into an image every few thousand entries bought nothing but a stall (serialising the whole
 //! store cost 13% of the leader's CPU under load). When a follower does need the state, the
 //! leader's [`ImageSource`] builds a full image of the live state machine at its applied index,
@@ -34,7 +34,7 @@ use flotilla_raft::{
     ConfState, Entry, HardState, LogStore, Snapshot, SnapshotMeta, Storage, StorageError,
 };
 
-use super::codec::{
+use super::disk_format::{
     self, HARD_STATE_KEY, IDENTITY_KEY, SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY, SNAPSHOT_PARTIAL_KEY,
     entry_key,
 };
@@ -56,7 +56,7 @@ struct Cache {
     /// Metadata of the stored snapshot (index 0 for a store never compacted; its configuration
     /// is then the bootstrap configuration).
     snapshot: SnapshotMeta,
-    /// The stored image holds only member metadata (see [`SledLogStore::compact`]).
+    /// The stored image holds only member metadata (see [`WalLogStore::compact`]).
     image_partial: bool,
 }
 
@@ -74,7 +74,7 @@ pub trait ImageSource: Send + Sync + std::fmt::Debug {
 
 /// The durable Raft log store on sled. See the [module docs](self) and [`super`].
 #[derive(Debug)]
-pub struct SledLogStore {
+pub struct WalLogStore {
     tree: sled::Tree,
     /// Snapshot images, by index (see the module docs).
     images: sled::Tree,
@@ -90,7 +90,7 @@ fn sled_err(what: &str, e: sled::Error) -> StorageError {
     StorageError::Io(format!("sled {what}: {e}"))
 }
 
-impl SledLogStore {
+impl WalLogStore {
     /// Opens (or creates) the Raft store in `db`, which was opened at `dir` (see
     /// [`super::open_db`]). The node shares `db` with the MVCC store.
     ///
@@ -139,7 +139,7 @@ impl SledLogStore {
                 first.index
             )));
         }
-        let store = SledLogStore {
+        let store = WalLogStore {
             tree,
             images,
             sync,
@@ -206,7 +206,7 @@ impl SledLogStore {
             conf_state,
         };
         self.tree
-            .insert(SNAPSHOT_META_KEY, codec::encode_snapshot_meta(&meta))
+            .insert(SNAPSHOT_META_KEY, disk_format::encode_snapshot_meta(&meta))
             .map_err(|e| sled_err("insert", e))?;
         self.cache.snapshot = meta;
         self.sync.sync()
@@ -218,7 +218,7 @@ impl SledLogStore {
     /// [`StorageError::Io`] if sled fails or the stored bytes are damaged.
     pub fn identity(&self) -> Result<Option<MemberIdentity>, StorageError> {
         match self.tree.get(IDENTITY_KEY) {
-            Ok(Some(bytes)) => codec::decode_identity(&bytes).map(Some),
+            Ok(Some(bytes)) => disk_format::decode_identity(&bytes).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(sled_err("get", e)),
         }
@@ -235,7 +235,7 @@ impl SledLogStore {
             return identity::check(&on_volume, id);
         }
         self.tree
-            .insert(IDENTITY_KEY, codec::encode_identity(id))
+            .insert(IDENTITY_KEY, disk_format::encode_identity(id))
             .map_err(|e| sled_err("insert", e))?;
         self.sync.sync()?;
         Ok(())
@@ -299,7 +299,7 @@ impl SledLogStore {
     /// Makes `meta` the snapshot metadata, durably.
     fn switch_meta(&mut self, meta: &SnapshotMeta, partial: bool) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META_KEY, codec::encode_snapshot_meta(meta));
+        batch.insert(SNAPSHOT_META_KEY, disk_format::encode_snapshot_meta(meta));
         batch.remove(SNAPSHOT_DATA_KEY);
         if partial {
             batch.insert(SNAPSHOT_PARTIAL_KEY, &[1u8][..]);
@@ -338,12 +338,12 @@ impl SledLogStore {
 /// snapshot metadata and whether its image is partial.
 fn load_cache(tree: &sled::Tree) -> Result<Cache, StorageError> {
     let hard_state = match tree.get(HARD_STATE_KEY) {
-        Ok(Some(b)) => codec::decode_hard_state(&b)?,
+        Ok(Some(b)) => disk_format::decode_hard_state(&b)?,
         Ok(None) => HardState::default(),
         Err(e) => return Err(sled_err("get", e)),
     };
     let snapshot = match tree.get(SNAPSHOT_META_KEY) {
-        Ok(Some(b)) => codec::decode_snapshot_meta(&b)?,
+        Ok(Some(b)) => disk_format::decode_snapshot_meta(&b)?,
         Ok(None) => SnapshotMeta::default(),
         Err(e) => return Err(sled_err("get", e)),
     };
@@ -362,19 +362,19 @@ fn legacy_entries(tree: &sled::Tree, snap: u64) -> Result<Vec<Entry>, StorageErr
     let mut out: Vec<Entry> = Vec::new();
     for item in tree.range(entry_key(snap + 1)..=entry_key(u64::MAX)) {
         let (key, value) = item.map_err(|e| sled_err("scan", e))?;
-        let index = codec::decode_entry_key(&key)?;
+        let index = disk_format::decode_entry_key(&key)?;
         let expected = out.last().map_or(snap + 1, |e| e.index + 1);
         if index != expected {
             return Err(StorageError::Io(format!(
                 "corrupt Raft log: entry {expected} is missing"
             )));
         }
-        out.push(codec::decode_entry(index, &value)?);
+        out.push(disk_format::decode_entry(index, &value)?);
     }
     Ok(out)
 }
 
-impl Storage for SledLogStore {
+impl Storage for WalLogStore {
     fn initial_state(&self) -> Result<(HardState, ConfState), StorageError> {
         Ok((
             self.cache.hard_state,
@@ -473,7 +473,7 @@ impl Storage for SledLogStore {
     }
 }
 
-impl LogStore for SledLogStore {
+impl LogStore for WalLogStore {
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         let Some(first) = entries.first() else {
             return Ok(());

@@ -1,7 +1,8 @@
 //! Durable storage of one member: the Raft log and hard state in an append-only WAL
-//! ([`wal`]), and everything else in one sled database ([`open_db`], shared with the MVCC
-//! store): snapshot metadata and images, the member identity of the volume ([`identity`]), the
-//! key-value data. [`SledLogStore`] (in [`log_store`]) puts the two together behind
+//! ([`wal`]) — not in sled — and everything else in one sled database ([`open_db`], shared with
+//! the MVCC store): snapshot metadata and images, the member identity of the volume
+//! ([`identity`]), the key-value data. Their byte layouts are [`disk_format`]'s.
+//! [`WalLogStore`] (in [`log_store`]) puts the two together behind
 //! flotilla-raft's [`Storage`](flotilla_raft::Storage) and
 //! [`LogStore`](flotilla_raft::LogStore) traits; the entries since the last snapshot are also
 //! kept in memory, so the core's reads never touch the disk. docs/ARCHITECTURE.md ("Storage on
@@ -29,7 +30,7 @@
 //! Durability is tested, not assumed: `storage::tests::syscalls` runs a workload under
 //! `strace -f -c` and counts the fdatasync calls.
 
-pub mod codec;
+pub mod disk_format;
 pub mod durable;
 pub mod identity;
 pub mod log_store;
@@ -40,4 +41,4 @@ mod tests;
 
 pub use durable::{DbSync, open_db};
 pub use identity::{IdentityError, MemberIdentity};
-pub use log_store::{ImageSource, SNAPSHOT_TREE_NAME, SledLogStore, TREE_NAME, WAL_DIR};
+pub use log_store::{ImageSource, SNAPSHOT_TREE_NAME, TREE_NAME, WAL_DIR, WalLogStore};

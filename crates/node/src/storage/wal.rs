@@ -5,14 +5,14 @@
 //! a tree descent and a page-cache link per entry, then sled's own flush of its log buffers on
 //! every sync (perf: ~25% of a follower's CPU, with sled's I/O threads on top). A Raft log is
 //! written at its end and read near its end, so it wants what etcd's WAL is: an append-only file
-//! and the entries since the last snapshot kept in memory (`SledLogStore` holds them).
+//! and the entries since the last snapshot kept in memory (`WalLogStore` holds them).
 //!
 //! Layout: `<dir>/<seq:016x>.wal` segments, replayed in sequence order. Each record is
 //! `len: u32 | crc32(kind | payload): u32 | kind: u8 | payload`, all big-endian:
-//! - kind 1, an entry as `codec::encode_entry` writes it (it carries its index); an entry
+//! - kind 1, an entry as `disk_format::encode_entry` writes it (it carries its index); an entry
 //!   whose index is at or below the last one replayed replaces that tail (a conflicting append
 //!   is written as it happens, never rewritten in place);
-//! - kind 2, a hard state (`codec::encode_hard_state`); the last one replayed wins.
+//! - kind 2, a hard state (`disk_format::encode_hard_state`); the last one replayed wins.
 //!
 //! A crash can leave a torn record at the end: replay stops at the first record that is short
 //! or fails its checksum, and the file is cut there. Nothing after it was ever acknowledged —
@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use flotilla_raft::{Entry, HardState, StorageError};
 
-use super::codec;
+use super::disk_format;
 
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
@@ -103,13 +103,15 @@ fn encode_record(out: &mut Vec<u8>, kind: u8, write: impl FnOnce(&mut Vec<u8>)) 
 
 fn encode_entries(out: &mut Vec<u8>, entries: &[Entry]) {
     for e in entries {
-        encode_record(out, KIND_ENTRY, |out| codec::encode_entry_into(out, e));
+        encode_record(out, KIND_ENTRY, |out| {
+            disk_format::encode_entry_into(out, e)
+        });
     }
 }
 
 fn encode_hard_state(out: &mut Vec<u8>, hs: &HardState) {
     encode_record(out, KIND_HARD_STATE, |out| {
-        out.extend_from_slice(&codec::encode_hard_state(hs));
+        out.extend_from_slice(&disk_format::encode_hard_state(hs));
     });
 }
 
@@ -130,7 +132,7 @@ fn replay_segment(bytes: &[u8], into: &mut Replayed) -> Result<usize, StorageErr
         let (kind, payload) = (body[0], &body[1..]);
         match kind {
             KIND_ENTRY => {
-                let entry = codec::decode_entry_value(payload)?;
+                let entry = disk_format::decode_entry_value(payload)?;
                 let index = entry.index;
                 if let Some(first) = into.entries.first().map(|e| e.index) {
                     let last = first + into.entries.len() as u64 - 1;
@@ -146,7 +148,7 @@ fn replay_segment(bytes: &[u8], into: &mut Replayed) -> Result<usize, StorageErr
                 }
                 into.entries.push(entry);
             }
-            KIND_HARD_STATE => into.hard_state = Some(codec::decode_hard_state(payload)?),
+            KIND_HARD_STATE => into.hard_state = Some(disk_format::decode_hard_state(payload)?),
             other => return Err(io("replay", format_args!("unknown record kind {other}"))),
         }
         at = body_at + len;

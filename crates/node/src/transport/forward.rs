@@ -17,7 +17,7 @@ use flotilla_raft::NodeId;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::transport::Channel;
 
-use crate::server::ServerError;
+use crate::contract::ServerError;
 
 /// Most requests in one `ForwardBatch` call (the leader refuses more).
 pub const MAX_BATCH: usize = 512;

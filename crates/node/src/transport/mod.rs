@@ -19,15 +19,13 @@ use std::sync::mpsc::Sender as StdSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flotilla_proto::raft::RaftEnvelope;
 use flotilla_proto::raft::peer_client::PeerClient;
-use flotilla_proto::raft::{RaftEnvelope, SnapshotChunk, SnapshotHeader, snapshot_chunk};
 use flotilla_raft::{Message, MessageBody, NodeId};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::metrics::Metrics;
-use crate::server::raft_loop::Outbox;
-use crate::server::{Command, ServerError};
+use crate::contract::{Command, ForwardFuture, Outbox, ServerError};
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
@@ -55,9 +53,9 @@ pub struct PeerClients {
     forwarder: forward::Forwarder,
 }
 
-impl PeerClients {
+impl crate::contract::Forwarding for PeerClients {
     /// A (lazily connecting) channel to `url`, shared by every caller.
-    pub fn channel(&self, url: &str) -> Result<Channel, ServerError> {
+    fn channel(&self, url: &str) -> Result<Channel, ServerError> {
         let mut map = self
             .channels
             .lock()
@@ -72,16 +70,17 @@ impl PeerClients {
 
     /// Hands an encoded `internal::Request` to the leader at `url` (batched with other
     /// forwarded writes, see [`forward`]).
-    pub async fn forward(
-        &self,
-        url: &str,
+    fn forward<'a>(
+        &'a self,
+        url: &'a str,
         cluster_id: u64,
         from: NodeId,
         request: Vec<u8>,
-    ) -> Result<Vec<u8>, ServerError> {
-        self.forwarder
-            .forward(url, || self.channel(url), cluster_id, from, request)
-            .await
+    ) -> ForwardFuture<'a> {
+        Box::pin(
+            self.forwarder
+                .forward(url, || self.channel(url), cluster_id, from, request),
+        )
     }
 }
 
@@ -98,7 +97,6 @@ pub struct Transport {
     rt: tokio::runtime::Handle,
     loop_tx: StdSender<Command>,
     links: Mutex<HashMap<NodeId, PeerLink>>,
-    metrics: Metrics,
     /// When the last unanswered heartbeat to each peer left, for the round-trip histogram.
     pub(crate) heartbeat_sent: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
@@ -110,7 +108,6 @@ impl Transport {
         self_id: NodeId,
         rt: tokio::runtime::Handle,
         loop_tx: StdSender<Command>,
-        metrics: Metrics,
     ) -> Self {
         Transport {
             cluster_id,
@@ -118,7 +115,6 @@ impl Transport {
             rt,
             loop_tx,
             links: Mutex::new(HashMap::new()),
-            metrics,
             heartbeat_sent: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -140,24 +136,13 @@ impl Transport {
     }
 }
 
-async fn send_snapshot(url: &str, cluster_id: u64, mut msg: Message) -> Result<(), String> {
-    let data = match &mut msg.body {
-        MessageBody::InstallSnapshot { snapshot } => std::mem::take(&mut snapshot.data),
+async fn send_snapshot(url: &str, cluster_id: u64, msg: Message) -> Result<(), String> {
+    let total = match &msg.body {
+        MessageBody::InstallSnapshot { snapshot } => snapshot.data.len() as u64,
         _ => return Err("not a snapshot message".into()),
     };
-    let header = wire::to_envelope(cluster_id, msg);
-    let total = data.len() as u64;
-    let mut chunks = vec![SnapshotChunk {
-        chunk: Some(snapshot_chunk::Chunk::Header(SnapshotHeader {
-            message: Some(header),
-            total_size: total,
-        })),
-    }];
-    for c in data.chunks(SNAPSHOT_CHUNK) {
-        chunks.push(SnapshotChunk {
-            chunk: Some(snapshot_chunk::Chunk::Data(c.to_vec())),
-        });
-    }
+    let chunks = crate::codec::snapshot_chunks(cluster_id, msg, SNAPSHOT_CHUNK)
+        .ok_or("not a snapshot message")?;
     let channel = endpoint(url)?.connect().await.map_err(|e| e.to_string())?;
     let mut client = PeerClient::new(channel)
         .max_decoding_message_size(usize::MAX)
@@ -310,6 +295,5 @@ impl Outbox for Transport {
                 },
             );
         }
-        let _ = &self.metrics;
     }
 }

@@ -7,18 +7,29 @@ use std::time::Instant;
 use flotilla_proto::raft::peer_server::Peer;
 use flotilla_proto::raft::{
     ForwardBatchRequest, ForwardBatchResponse, ForwardRequest, ForwardResponse, ForwardResult,
-    RaftEnvelope, SnapshotAck, SnapshotChunk, StreamAck, snapshot_chunk,
+    RaftEnvelope, SnapshotAck, SnapshotChunk, StreamAck,
 };
 use flotilla_raft::{MessageBody, NodeId};
 use futures::StreamExt;
+use prost::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::wire;
-use crate::server::Command;
-use crate::server::handle::NodeHandle;
+use crate::codec::{CodecError, SnapshotAssembler};
+use crate::contract::Command;
+use crate::member::handle::NodeHandle;
 
 /// Largest snapshot accepted (bounds memory against a malicious or broken sender).
 const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
+
+/// A malformed or foreign snapshot stream, as the peer sees it: another cluster's traffic is
+/// FAILED_PRECONDITION (as for every envelope), anything else INVALID_ARGUMENT.
+fn refusal(e: CodecError) -> Status {
+    match e {
+        CodecError::ClusterMismatch { .. } => Status::failed_precondition(e.to_string()),
+        e => Status::invalid_argument(e.to_string()),
+    }
+}
 
 /// The Peer service.
 #[derive(Clone)]
@@ -42,11 +53,12 @@ impl PeerService {
     async fn propose_forwarded(
         &self,
         request: Vec<u8>,
-    ) -> Result<Vec<u8>, crate::server::ServerError> {
+    ) -> Result<Vec<u8>, crate::contract::ServerError> {
         if request.len() > self.node.max_request_bytes {
-            return Err(crate::server::ServerError::TooLarge);
+            return Err(crate::contract::ServerError::TooLarge);
         }
-        self.node.propose_local(request).await
+        let response = self.node.propose_local(request).await?;
+        Ok(response.encode_to_vec())
     }
 
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
@@ -106,53 +118,13 @@ impl Peer for PeerService {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotAck>, Status> {
         let mut stream = request.into_inner();
-        let first = stream
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        let Some(snapshot_chunk::Chunk::Header(header)) = first.chunk else {
-            return Err(Status::invalid_argument(
-                "snapshot stream must start with a header",
-            ));
-        };
-        let env = header
-            .message
-            .ok_or_else(|| Status::invalid_argument("snapshot header without a message"))?;
-        self.check_cluster(env.cluster_id)?;
-        if header.total_size > MAX_SNAPSHOT_BYTES {
-            return Err(Status::invalid_argument("snapshot too large"));
-        }
-        let mut msg =
-            wire::from_envelope(self.node.cluster_id, env).map_err(Status::invalid_argument)?;
-        let mut data = Vec::with_capacity(header.total_size.min(64 << 20) as usize);
+        let mut assembler = SnapshotAssembler::new(self.node.cluster_id, MAX_SNAPSHOT_BYTES);
         while let Some(chunk) = stream.next().await {
-            match chunk?.chunk {
-                Some(snapshot_chunk::Chunk::Data(d)) => {
-                    if data.len() as u64 + d.len() as u64 > header.total_size {
-                        return Err(Status::invalid_argument("snapshot longer than announced"));
-                    }
-                    data.extend_from_slice(&d);
-                }
-                _ => {
-                    return Err(Status::invalid_argument(
-                        "unexpected chunk in snapshot stream",
-                    ));
-                }
-            }
+            assembler.push(chunk?).map_err(refusal)?;
         }
-        // A half-received snapshot is never applied (pitfall 22).
-        if data.len() as u64 != header.total_size {
-            return Err(Status::invalid_argument("snapshot shorter than announced"));
-        }
-        let received = data.len() as u64;
-        match &mut msg.body {
-            MessageBody::InstallSnapshot { snapshot } => snapshot.data = data,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "snapshot header is not a snapshot",
-                ));
-            }
-        }
+        let received = assembler.received_bytes();
+        // A half-received snapshot is never applied: `finish` refuses a short stream.
+        let msg = assembler.finish().map_err(refusal)?;
         if msg.to != self.node.id {
             return Err(Status::failed_precondition("snapshot for another member"));
         }

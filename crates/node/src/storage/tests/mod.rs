@@ -12,12 +12,12 @@ use flotilla_raft::testing::Suite;
 use flotilla_raft::{ConfState, Entry, EntryKind, LogStore, Storage, StorageError};
 use tempfile::TempDir;
 
-use super::{SledLogStore, TREE_NAME, open_db};
+use super::{TREE_NAME, WalLogStore, open_db};
 
 /// Opens a store in `dir` (created if missing).
-pub(super) fn open_store(dir: &Path) -> SledLogStore {
+pub(super) fn open_store(dir: &Path) -> WalLogStore {
     let db = open_db(dir).unwrap_or_else(|e| panic!("open_db({dir:?}): {e}"));
-    SledLogStore::open(db, dir).unwrap_or_else(|e| panic!("SledLogStore::open({dir:?}): {e}"))
+    WalLogStore::open(db, dir).unwrap_or_else(|e| panic!("WalLogStore::open({dir:?}): {e}"))
 }
 
 /// An entry with 256 bytes of data derived from its index and term.
@@ -32,7 +32,7 @@ pub(super) fn entry(index: u64, term: u64) -> Entry {
 }
 
 /// A builder for the suite: each call opens a store in a new subdirectory of `root`.
-fn builder(root: &TempDir) -> impl Fn() -> SledLogStore + '_ {
+fn builder(root: &TempDir) -> impl Fn() -> WalLogStore + '_ {
     let n = Cell::new(0u32);
     move || {
         n.set(n.get() + 1);
@@ -110,12 +110,12 @@ fn corrupt_metadata_fails_open_with_an_io_error() {
     {
         let db = open_db(dir.path()).expect("open_db");
         let tree = db.open_tree(TREE_NAME).expect("tree");
-        tree.insert(super::codec::HARD_STATE_KEY, &[1u8, 2, 3][..])
+        tree.insert(super::disk_format::HARD_STATE_KEY, &[1u8, 2, 3][..])
             .expect("insert");
         db.flush().expect("flush");
     }
     let db = open_db(dir.path()).expect("open_db");
-    let err = SledLogStore::open(db, dir.path()).unwrap_err();
+    let err = WalLogStore::open(db, dir.path()).unwrap_err();
     assert!(
         matches!(err, StorageError::Io(ref m) if m.contains("hard state")),
         "{err:?}"
@@ -127,7 +127,7 @@ fn open_with_the_wrong_directory_is_an_error() {
     let dir = TempDir::new().expect("temp dir");
     let other = TempDir::new().expect("temp dir");
     let db = open_db(dir.path()).expect("open_db");
-    let err = SledLogStore::open(db, other.path()).unwrap_err();
+    let err = WalLogStore::open(db, other.path()).unwrap_err();
     assert!(
         matches!(err, StorageError::Io(ref m) if m.contains("data file")),
         "{err:?}"
@@ -155,10 +155,10 @@ fn store_and_sync_handle_can_move_between_threads() {
 #[test]
 fn snapshot_images_live_in_their_own_tree_and_leftovers_go_on_open() {
     use super::SNAPSHOT_TREE_NAME;
-    use super::codec::SNAPSHOT_DATA_KEY;
+    use super::disk_format::SNAPSHOT_DATA_KEY;
     let dir = TempDir::new().expect("temp dir");
     let db = open_db(dir.path()).expect("open_db");
-    let mut store = SledLogStore::open(db.clone(), dir.path()).expect("open");
+    let mut store = WalLogStore::open(db.clone(), dir.path()).expect("open");
     let es: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
     store.append(&es).expect("append");
     store
@@ -189,7 +189,7 @@ fn snapshot_images_live_in_their_own_tree_and_leftovers_go_on_open() {
         .expect("insert");
     db.flush().expect("flush");
     drop(store);
-    let store = SledLogStore::open(db.clone(), dir.path()).expect("reopen");
+    let store = WalLogStore::open(db.clone(), dir.path()).expect("reopen");
     assert_eq!(store.snapshot().expect("snapshot").meta.index, 8);
     assert_eq!(store.snapshot().expect("snapshot").data, vec![9u8; 300_000]);
     assert_eq!(images.len(), 1);

@@ -9,8 +9,11 @@ use flotilla_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use flotilla_proto::internal;
 use prost::Message as _;
 
-use crate::mvcc::MvccStore;
-use crate::mvcc::watch::WatchHub;
+use flotilla_proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
+use tokio::sync::mpsc;
+
+use crate::mvcc::watch::{StreamId, WatchHub};
+use crate::mvcc::{MvccError, MvccStore};
 
 /// The state machine.
 pub struct StateMachine {
@@ -30,21 +33,98 @@ impl StateMachine {
         }
     }
 
-    /// The underlying store (for the Watch and Lease services).
+    /// The underlying store, for reads.
     pub fn store(&self) -> &MvccStore {
         &self.store
     }
 
-    /// The store and the watch hub, for the Watch and Lease services (leases' deadlines need
-    /// the store mutably; watches are created against the store they watch).
-    pub fn parts(&mut self) -> (&mut MvccStore, &mut WatchHub) {
-        (&mut self.store, &mut self.watches)
+    // Lease deadlines: not replicated, kept by the leader's clock (see `lease_expiry`). The
+    // state machine is their one owner; the Lease service and the expiry task go through
+    // these calls.
+
+    /// Renews lease `id` at `now_ms`; returns its TTL.
+    pub fn lease_keep_alive(&mut self, id: i64, now_ms: u64) -> Result<i64, MvccError> {
+        self.store.lease_keep_alive(id, now_ms)
     }
 
-    /// Applies the entry at `index`; returns the encoded `internal::Response`. An error is a
-    /// local storage failure (the loop must stop); refusals of the request itself are
-    /// responses.
-    pub fn apply(&mut self, index: u64, data: &[u8]) -> Result<Vec<u8>, String> {
+    /// Lease `id` as of `now_ms`: seconds left, granted TTL and (when `keys`) its keys; `None`
+    /// when it does not exist.
+    pub fn lease_time_to_live(
+        &mut self,
+        id: i64,
+        now_ms: u64,
+        keys: bool,
+    ) -> Option<(i64, i64, Vec<Vec<u8>>)> {
+        let ttl = self.store.lease_remaining(id, now_ms)?;
+        let lease = self.store.lease(id);
+        let granted = lease.map_or(0, |l| l.ttl);
+        let keys = match lease {
+            Some(l) if keys => l.keys.iter().cloned().collect(),
+            _ => Vec::new(),
+        };
+        Some((ttl, granted, keys))
+    }
+
+    /// The leases past their deadline at `now_ms`. `new_leader`: this member just became
+    /// leader, so every deadline restarts from now first (etcd's lessor `Promote`).
+    pub fn expired_leases(&mut self, now_ms: u64, new_leader: bool) -> Vec<i64> {
+        if new_leader {
+            self.store.reset_lease_deadlines();
+        }
+        self.store.expired_leases(now_ms)
+    }
+
+    // The watch hub: watches are created, served and caught up against this store, under the
+    // same lock as apply, so no event falls between a watch's start and its first delivery.
+
+    /// A new client stream; its responses go to `tx`.
+    pub fn watch_open(&mut self, tx: mpsc::Sender<WatchResponse>) -> StreamId {
+        self.watches.open_stream(tx)
+    }
+
+    /// Forgets a client stream and its watches.
+    pub fn watch_close(&mut self, stream: StreamId) {
+        self.watches.close_stream(stream);
+    }
+
+    /// Creates a watch on `stream`; a refusal is the reason, with the current revision.
+    pub fn watch_create(
+        &mut self,
+        stream: StreamId,
+        req: &WatchCreateRequest,
+    ) -> Result<(), (MvccError, i64)> {
+        match self.watches.create(&self.store, stream, req) {
+            Ok(_) => Ok(()),
+            Err(e) => Err((e, self.store.current_revision())),
+        }
+    }
+
+    /// Cancels watch `watch_id` of `stream` (unknown ids are ignored, as etcd does).
+    pub fn watch_cancel(&mut self, stream: StreamId, watch_id: i64) {
+        self.watches.cancel(&self.store, stream, watch_id);
+    }
+
+    /// Queues a progress notification for `stream`.
+    pub fn watch_progress(&mut self, stream: StreamId) {
+        self.watches.request_progress(&self.store, stream);
+    }
+
+    /// Lets watchers behind the store catch up from history.
+    pub fn watch_sync(&mut self) -> Result<(), MvccError> {
+        if self.watches.watch_count() == 0 {
+            return Ok(());
+        }
+        self.watches.sync(&self.store)
+    }
+
+    /// Sends the periodic progress notification to idle watchers.
+    pub fn watch_notify_progress(&mut self) {
+        self.watches.notify_progress(&self.store);
+    }
+
+    /// Applies the entry at `index`; returns its `internal::Response`. An error is a local
+    /// storage failure (the loop must stop); refusals of the request itself are responses.
+    pub fn apply(&mut self, index: u64, data: &[u8]) -> Result<internal::Response, String> {
         let refuse = |code: tonic::Code, message: String| internal::Response {
             op: Some(internal::response::Op::Error(internal::Error {
                 code: code as i32,
@@ -72,7 +152,7 @@ impl StateMachine {
                 format!("etcdserver: malformed request in the log: {e}"),
             ),
         };
-        Ok(resp.encode_to_vec())
+        Ok(resp)
     }
 
     /// The member updates applied since the last call, for the Raft loop's member list.

@@ -9,14 +9,16 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use flotilla_proto::etcdserverpb::ResponseHeader;
+use flotilla_proto::internal;
 use flotilla_raft::{ConfChange, NodeId};
 use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 
-use super::sm::StateMachine;
-use super::{Command, NodeStatus, ServerError};
+use super::state_machine::StateMachine;
+use super::write::Write;
+use crate::contract::{Command, Forwarding, NodeStatus, ServerError};
 use crate::metrics::Metrics;
-use crate::transport::PeerClients;
 
 /// Shared by every API service.
 #[derive(Clone)]
@@ -30,8 +32,8 @@ pub struct NodeHandle {
     pub sm: Arc<RwLock<StateMachine>>,
     /// Metrics.
     pub metrics: Metrics,
-    /// Clients to peers, for forwarding.
-    pub peers: PeerClients,
+    /// How to reach other members (injected: the transport), for forwarding.
+    pub peers: Arc<dyn Forwarding>,
     /// This member.
     pub id: NodeId,
     /// Its name.
@@ -53,7 +55,7 @@ impl NodeHandle {
         applied: watch::Receiver<u64>,
         sm: Arc<RwLock<StateMachine>>,
         metrics: Metrics,
-        peers: PeerClients,
+        peers: Arc<dyn Forwarding>,
         id: NodeId,
         name: String,
         cluster_id: u64,
@@ -110,12 +112,12 @@ impl NodeHandle {
     }
 
     /// Proposes an encoded `internal::Request` on this member (which must lead) and returns
-    /// the encoded response once applied.
+    /// the response once applied.
     ///
     /// A refusal that proposed nothing (`Busy`: a leadership transfer, or a new leader that has
     /// not committed its first entry yet) is retried until the request timeout, as etcd makes
     /// such requests wait rather than fail.
-    pub async fn propose_local(&self, data: Vec<u8>) -> Result<Vec<u8>, ServerError> {
+    pub async fn propose_local(&self, data: Vec<u8>) -> Result<internal::Response, ServerError> {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -132,36 +134,74 @@ impl NodeHandle {
         }
     }
 
-    /// Replicates a write wherever the leader is: proposes it here if this member leads,
-    /// else forwards it.
-    pub async fn write(
-        &self,
-        req: &flotilla_proto::internal::Request,
-    ) -> Result<flotilla_proto::internal::Response, ServerError> {
-        let data = req.encode_to_vec();
+    /// The one write path: replicates `req` wherever the leader is (proposed here if this
+    /// member leads, else forwarded) under a fresh request id, and answers with its typed
+    /// response, header stamped — or with the state machine's refusal as an error.
+    pub async fn write<W: Write>(&self, req: W) -> Result<W::Response, ServerError> {
+        let req = internal::Request {
+            id: rand::random(),
+            op: Some(req.into_op()),
+        };
+        let op = match self.replicate(req.encode_to_vec()).await?.op {
+            Some(internal::response::Op::Error(e)) => {
+                return Err(ServerError::Refused(
+                    tonic::Code::from_i32(e.code),
+                    e.message,
+                ));
+            }
+            Some(op) => op,
+            None => {
+                return Err(ServerError::Internal(
+                    "empty response from the state machine".into(),
+                ));
+            }
+        };
+        let mut resp = W::response(op).ok_or_else(|| {
+            ServerError::Internal(
+                "the state machine answered with the wrong kind of response".into(),
+            )
+        })?;
+        if let Some(h) = W::header(&mut resp) {
+            let rev = h.as_ref().map_or(0, |h| h.revision);
+            *h = Some(self.header(rev));
+        }
+        Ok(resp)
+    }
+
+    /// The header every etcd response carries; `revision` 0 means "the current one".
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let st = self.status.borrow();
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision: if revision > 0 { revision } else { st.revision },
+            raft_term: st.term,
+        }
+    }
+
+    async fn replicate(&self, data: Vec<u8>) -> Result<internal::Response, ServerError> {
         if data.len() > self.max_request_bytes {
             return Err(ServerError::TooLarge);
         }
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let leader = self.wait_leader(self.request_timeout).await?;
-        let bytes = if leader == self.id {
+        if leader == self.id {
             match self.propose_local(data.clone()).await {
-                Err(ServerError::NotLeader(l)) if l != 0 => self.forward(l, data, deadline).await?,
-                r => r?,
+                Err(ServerError::NotLeader(l)) if l != 0 => self.forward(l, data, deadline).await,
+                r => r,
             }
         } else {
-            self.forward(leader, data, deadline).await?
-        };
-        flotilla_proto::internal::Response::decode(bytes.as_slice())
-            .map_err(|e| ServerError::Forward(format!("malformed response: {e}")))
+            self.forward(leader, data, deadline).await
+        }
     }
 
+    /// Hands the write to the leader; only here does a response travel as bytes.
     async fn forward(
         &self,
         leader: NodeId,
         data: Vec<u8>,
         deadline: tokio::time::Instant,
-    ) -> Result<Vec<u8>, ServerError> {
+    ) -> Result<internal::Response, ServerError> {
         let url = self
             .status
             .borrow()
@@ -169,15 +209,17 @@ impl NodeHandle {
             .and_then(|m| m.peer_urls.first().cloned())
             .ok_or(ServerError::NoLeader)?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(
+        let bytes = match tokio::time::timeout(
             left,
             self.peers.forward(&url, self.cluster_id, self.id, data),
         )
         .await
         {
-            Ok(r) => r,
-            Err(_) => Err(ServerError::Timeout),
-        }
+            Ok(r) => r?,
+            Err(_) => return Err(ServerError::Timeout),
+        };
+        internal::Response::decode(bytes.as_slice())
+            .map_err(|e| ServerError::Forward(format!("malformed response: {e}")))
     }
 
     /// Waits until a linearizable read may be served locally (ReadIndex, then applied ≥ it).

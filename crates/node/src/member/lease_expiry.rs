@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use flotilla_proto::etcdserverpb::LeaseRevokeRequest;
-use flotilla_proto::internal;
 
 use super::handle::NodeHandle;
 
@@ -44,12 +43,8 @@ async fn run(node: NodeHandle) {
             let Ok(mut sm) = node.sm.write() else {
                 return;
             };
-            let store = sm.parts().0;
-            if leads && !was_leader {
-                store.reset_lease_deadlines();
-            }
             if leads {
-                store.expired_leases(now_ms())
+                sm.expired_leases(now_ms(), !was_leader)
             } else {
                 Vec::new()
             }
@@ -63,13 +58,7 @@ async fn run(node: NodeHandle) {
             let node = node.clone();
             let in_flight = in_flight.clone();
             tokio::spawn(async move {
-                let req = internal::Request {
-                    id: rand::random(),
-                    op: Some(internal::request::Op::LeaseRevoke(LeaseRevokeRequest {
-                        id,
-                    })),
-                };
-                match node.write(&req).await {
+                match node.write(LeaseRevokeRequest { id }).await {
                     Ok(_) => tracing::info!(lease = format!("{id:x}"), "lease expired"),
                     // Retried on a later tick if the lease still exists and we still lead.
                     Err(e) => tracing::warn!(lease = format!("{id:x}"), error = %e,

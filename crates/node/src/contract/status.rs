@@ -1,25 +1,14 @@
-//! The running member: the Raft loop that owns consensus and the state machine, the member
-//! list, and the handle through which the client APIs and the transport talk to it.
+//! What the running member publishes about itself after a Ready: [`NodeStatus`], read by the
+//! status APIs, health probes and request routing (who leads, where to forward).
 //!
-//! Shape: exactly one thread ([`raft_loop`]) owns the `RawNode` and writes the MVCC store;
-//! everything else sends it [`Command`]s over one channel and waits on oneshot replies. One
-//! owner means no lock around consensus state, and one channel means everything that arrived
-//! while the previous Ready was being synced lands in the next Ready (group commit).
-
-pub mod errors;
-pub mod handle;
-pub mod lease_expiry;
-pub mod members;
-pub mod raft_loop;
-pub mod sm;
+//! A plain value on a `watch` channel rather than calls into the Raft loop: readers never wait
+//! on the loop, and the loop publishes at its own pace (see `member::publish`).
 
 use std::collections::BTreeMap;
 
-use flotilla_raft::{ConfChange, Message, NodeId, Role};
-use tokio::sync::oneshot;
+use flotilla_raft::{NodeId, Role};
 
-pub use errors::ServerError;
-pub use members::{Member, Members};
+use super::members::Member;
 
 /// What the Raft loop publishes after every Ready, for status APIs, health and routing.
 #[derive(Debug, Clone)]
@@ -91,56 +80,4 @@ impl NodeStatus {
     pub fn member(&self, id: NodeId) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
     }
-}
-
-/// The reply to a proposal: the encoded `internal::Response` produced when it was applied.
-pub type ProposalReply = oneshot::Sender<Result<Vec<u8>, ServerError>>;
-
-/// What the Raft loop is asked to do.
-pub enum Command {
-    /// Propose an encoded `internal::Request`; answered once applied.
-    Propose {
-        /// The encoded request.
-        data: Vec<u8>,
-        /// Answered with the encoded response.
-        reply: ProposalReply,
-    },
-    /// Ask for a linearizable read point; answered with the index to wait for.
-    ReadIndex {
-        /// Answered with the read index.
-        reply: oneshot::Sender<Result<u64, ServerError>>,
-    },
-    /// Propose a membership change; answered once applied.
-    ConfChange {
-        /// The change.
-        change: ConfChange,
-        /// Answered once the change is applied.
-        reply: oneshot::Sender<Result<(), ServerError>>,
-    },
-    /// Hand leadership to `target`; answered once it leads, or with an error.
-    TransferLeader {
-        /// The new leader.
-        target: NodeId,
-        /// Answered when the transfer started (the caller polls the status for completion).
-        reply: oneshot::Sender<Result<(), ServerError>>,
-    },
-    /// A message from a peer.
-    Step(Message),
-    /// The transport could not deliver to this peer.
-    Unreachable(NodeId),
-    /// A snapshot send to this peer finished.
-    SnapshotSent {
-        /// The peer.
-        to: NodeId,
-        /// Whether it was installed.
-        ok: bool,
-    },
-    /// Metadata another member reported about itself (its client URLs), merged into the
-    /// member list; never changes who is a member.
-    LearnMember(Member),
-    /// Sync and stop.
-    Shutdown {
-        /// Answered once the store is synced.
-        reply: oneshot::Sender<()>,
-    },
 }

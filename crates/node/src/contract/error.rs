@@ -61,6 +61,13 @@ pub enum ServerError {
     /// Forwarding to the leader failed.
     #[error("etcdserver: {0}")]
     Forward(String),
+    /// The state machine refused the request: a verdict every member reaches alike, in etcd's
+    /// code and words.
+    #[error("{1}")]
+    Refused(tonic::Code, String),
+    /// The state machine answered with something this request cannot be answered with.
+    #[error("etcdserver: {0}")]
+    Internal(String),
 }
 
 impl ServerError {
@@ -105,7 +112,8 @@ impl From<ServerError> for tonic::Status {
             ServerError::LearnerNotReady { .. } | ServerError::InvalidConfChange(_) => {
                 Code::FailedPrecondition
             }
-            ServerError::Storage(_) => Code::Internal,
+            ServerError::Storage(_) | ServerError::Internal(_) => Code::Internal,
+            ServerError::Refused(code, _) => *code,
         };
         tonic::Status::new(code, e.to_string())
     }

@@ -1,0 +1,219 @@
+//! [`Applier`]: what the Raft loop does with the contents of a Ready — apply committed entries
+//! to the state machine and answer their waiters, restore snapshots, keep the member list and
+//! the snapshot view current, take compaction snapshots, and publish the status. It is the
+//! [`ReadyHooks`] of [`super::ready::ReadyCycle`], which owns the order of those steps.
+//!
+//! A payload is applied under the state machine's write lock, all entries of one Ready in one
+//! sled batch; clients hear back only once the batch is written.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use flotilla_proto::internal;
+use flotilla_raft::{
+    Entry, EntryKind, LogStore, NodeId, RawNode, ReadState, Role, Snapshot, SnapshotMeta,
+};
+use tokio::sync::watch;
+
+use super::image::SharedView;
+use super::publish::Publisher;
+use super::ready::ReadyHooks;
+use super::roster::Roster;
+use super::state_machine::StateMachine;
+use super::waiters::Waiters;
+use crate::contract::members;
+use crate::contract::{ProposalReply, ServerError};
+use crate::metrics::Metrics;
+use crate::storage::WalLogStore;
+
+/// The loop's state apart from the core and the Ready cycle.
+pub struct Applier {
+    pub(super) sm: Arc<RwLock<StateMachine>>,
+    pub(super) roster: Roster,
+    pub(super) waiters: Waiters,
+    pub(super) publisher: Publisher,
+    pub(super) view: SharedView,
+    pub(super) metrics: Metrics,
+    pub(super) applied_tx: watch::Sender<u64>,
+    /// The last applied index.
+    pub(super) applied: u64,
+    /// The index of the last compaction snapshot.
+    pub(super) last_snapshot: u64,
+    /// Applied entries between compaction snapshots.
+    pub(super) snapshot_threshold: u64,
+    pub(super) self_id: NodeId,
+}
+
+impl Applier {
+    /// Republishes the peer set (and, soon, the status) after the member list changed.
+    pub(super) fn refresh_peers<S: LogStore>(&mut self, node: &RawNode<S>) {
+        self.publisher.mark();
+        self.roster.refresh_peers(&node.status());
+    }
+
+    /// Publishes the applied index (and, when they changed, the configuration and members
+    /// as of it) to the image source.
+    pub(super) fn update_view(&mut self, conf_changed: bool) {
+        let conf = conf_changed.then(|| (self.roster.applied_conf(), self.roster.members()));
+        self.view.update(self.applied, conf);
+    }
+
+    /// Publishes the status now.
+    pub(super) fn publish<S: LogStore>(&mut self, node: &RawNode<S>) {
+        self.publisher.publish(
+            &node.status(),
+            self.applied,
+            self.roster.members(),
+            &self.sm,
+        );
+    }
+
+    /// Compacts the log every `snapshot_threshold` applied entries. The snapshot stores only
+    /// the member list: the state machine is durable in the same database, and a follower that
+    /// needs it gets an image built at that moment (see [`super::image`]).
+    pub(super) fn maybe_snapshot(&mut self, store: &mut WalLogStore) -> Result<(), String> {
+        if self.applied < self.last_snapshot + self.snapshot_threshold.max(1) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let index = self.applied;
+        let partial = members::encode_snapshot(self.roster.members(), &[]);
+        match store.compact(index, self.roster.applied_conf().clone(), partial) {
+            Ok(()) => {
+                self.last_snapshot = index;
+                self.metrics.snapshots.inc();
+                self.metrics
+                    .snapshot_duration
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::info!(index, "snapshot taken, log compacted");
+                Ok(())
+            }
+            Err(flotilla_raft::StorageError::SnapshotOutOfDate(_)) => {
+                self.last_snapshot = index;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn apply_entries(
+        &mut self,
+        sm: &mut StateMachine,
+        sm_applied: u64,
+        committed: Vec<Entry>,
+        replies: &mut Vec<(ProposalReply, Result<internal::Response, ServerError>)>,
+    ) -> Result<(), String> {
+        for e in committed {
+            self.metrics.proposals_committed.inc();
+            match e.kind {
+                EntryKind::Normal => {
+                    if e.data.is_empty() || e.index <= sm_applied {
+                        // The leader's no-op, or an entry applied before a restart.
+                        self.waiters.not_applied(e.index);
+                    } else {
+                        let out = sm.apply(e.index, &e.data)?;
+                        if let Some(reply) = self.waiters.take_proposal(e.index, e.term) {
+                            replies.push((reply, Ok(out)));
+                        }
+                    }
+                }
+                EntryKind::ConfChange => {
+                    self.roster.applied(&e.data, self.self_id);
+                    self.waiters.conf_change_applied(e.index, e.term);
+                }
+            }
+            self.applied = e.index;
+            self.metrics.proposals_applied.inc();
+        }
+        Ok(())
+    }
+}
+
+impl<S: LogStore> ReadyHooks<S> for Applier {
+    fn soft_state(&mut self, leader: NodeId, role: Role) {
+        if self.publisher.soft_state(leader, role) {
+            self.waiters.leadership_lost();
+        }
+    }
+
+    fn restore(&mut self, snap: &Snapshot) -> Result<(), String> {
+        // An index-0 snapshot only carries the bootstrap configuration (for a member that
+        // joined with an empty one): there is no state machine image to restore.
+        if snap.meta.index == 0 {
+            return Ok(());
+        }
+        let (members, state) =
+            members::decode_snapshot(&snap.data).map_err(|e| format!("snapshot: {e}"))?;
+        {
+            let mut sm = self.sm.write().map_err(|_| "state machine lock poisoned")?;
+            sm.restore(state, snap.meta.index)?;
+        }
+        self.roster
+            .restored(Some(members), snap.meta.conf_state.clone());
+        Ok(())
+    }
+
+    fn restored(&mut self, node: &RawNode<S>, meta: &SnapshotMeta, started: Instant) {
+        if meta.index > 0 {
+            self.applied = self.applied.max(meta.index);
+            self.update_view(true);
+            self.last_snapshot = meta.index;
+            self.metrics.snapshots.inc();
+            self.metrics
+                .snapshot_duration
+                .observe(started.elapsed().as_secs_f64());
+            let _ = self.applied_tx.send(self.applied);
+        }
+        self.refresh_peers(node);
+    }
+
+    fn appending(&mut self, node: &RawNode<S>, entries: &[Entry]) {
+        // Learn addresses of members being added as soon as the change is appended (it takes
+        // effect then), so the leader can replicate to them before it commits.
+        for e in entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+            self.roster.appending(e);
+            self.refresh_peers(node);
+        }
+    }
+
+    fn new_term(&mut self, _term: u64) {
+        self.publisher.mark();
+    }
+
+    fn synced(&mut self, took: Duration) {
+        self.metrics.fsync_duration.observe(took.as_secs_f64());
+    }
+
+    fn apply(&mut self, node: &RawNode<S>, committed: Vec<Entry>) -> Result<(), String> {
+        let sm_arc = self.sm.clone();
+        let mut sm = sm_arc.write().map_err(|_| "state machine lock poisoned")?;
+        let sm_applied = sm.applied_index();
+        // All entries of this Ready go to sled in one batch; clients hear back only once it
+        // is written.
+        sm.begin_batch();
+        let mut replies = Vec::new();
+        let mut conf_applied = committed.iter().any(|e| e.kind == EntryKind::ConfChange);
+        let applied = self.apply_entries(&mut sm, sm_applied, committed, &mut replies);
+        let finished = sm.finish_batch();
+        let member_updates = sm.take_member_updates();
+        drop(sm);
+        conf_applied |= self.roster.update_peer_urls(member_updates);
+        if conf_applied {
+            self.refresh_peers(node);
+        }
+        applied?;
+        finished?;
+        for (reply, r) in replies {
+            let _ = reply.send(r);
+        }
+        self.update_view(conf_applied);
+        self.metrics.applied_index.set(self.applied as i64);
+        self.waiters.set_pending();
+        let _ = self.applied_tx.send(self.applied);
+        Ok(())
+    }
+
+    fn read_states(&mut self, states: Vec<ReadState>) {
+        self.waiters.read_states(states);
+    }
+}
