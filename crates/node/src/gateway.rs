@@ -52,7 +52,7 @@ use serde_path_to_error::{Path, Segment};
 
 use crate::api::maintenance::MaintenanceService;
 use crate::api::{cluster::ClusterService, kv::KvService, lease::LeaseService};
-use crate::server::handle::NodeHandle;
+use crate::member::handle::NodeHandle;
 
 /// The gateway's routes, ready to be merged with the gRPC services on the client port.
 pub fn routes(node: NodeHandle) -> tonic::service::Routes {

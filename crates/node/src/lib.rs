@@ -39,13 +39,3 @@ pub mod node;
 pub mod snapshot_file;
 pub mod storage;
 pub mod transport;
-
-/// The member's old module path, kept only so `gateway.rs` (rewritten by a separate change)
-/// compiles untouched; new code uses [`member`].
-#[doc(hidden)]
-pub mod server {
-    /// See [`crate::member::handle`].
-    pub mod handle {
-        pub use crate::member::handle::NodeHandle;
-    }
-}
