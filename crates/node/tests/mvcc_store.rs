@@ -1,7 +1,7 @@
 //! Behaviour of the MVCC store against etcd's semantics: revisions, ranges, txns, compaction,
 //! leases, snapshots and replay.
 
-use flotilla_node::mvcc::{MvccError, MvccStore};
+use flotilla_node::mvcc::{ApplyOutput, MvccError, MvccStore};
 use flotilla_proto::etcdserverpb::{
     CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
     PutRequest, RangeRequest, RequestOp, TxnRequest, compare, range_request, request_op,
@@ -9,6 +9,19 @@ use flotilla_proto::etcdserverpb::{
 };
 use flotilla_proto::internal::{self, request::Op as Req, response::Op as Resp};
 use flotilla_proto::mvccpb::KeyValue;
+
+/// Applies a log entry's bytes as the member's state machine does: decoded, then
+/// [`MvccStore::apply`]; bytes that do not decode are a refusal that still advances the
+/// applied index.
+fn apply_bytes(store: &mut MvccStore, index: u64, data: &[u8]) -> Result<ApplyOutput, MvccError> {
+    match <internal::Request as prost::Message>::decode(data) {
+        Ok(req) => store.apply(index, &req),
+        Err(e) => {
+            store.advance_applied(index)?;
+            Err(MvccError::InvalidRequest(format!("undecodable entry: {e}")))
+        }
+    }
+}
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -696,14 +709,11 @@ fn raw_entries_and_empty_entries_advance_the_applied_index() {
             ..Default::default()
         })),
     };
-    let out = h.store.apply_bytes(1, &req.encode_to_vec()).expect("apply");
+    let out = apply_bytes(&mut h.store, 1, &req.encode_to_vec()).expect("apply");
     assert_eq!(out.revision, 2);
     h.store.advance_applied(2).expect("noop entry");
     assert_eq!(h.store.applied_index(), 2);
-    let err = h
-        .store
-        .apply_bytes(3, &[0xff, 0xff, 0xff])
-        .expect_err("garbage");
+    let err = apply_bytes(&mut h.store, 3, &[0xff, 0xff, 0xff]).expect_err("garbage");
     assert!(err.is_deterministic());
     let resp = err.to_response();
     assert!(matches!(
@@ -904,7 +914,7 @@ fn batched_apply_matches_one_by_one_apply() {
     let expected: Vec<String> = entries
         .iter()
         .enumerate()
-        .map(|(i, data)| format!("{:?}", one.store.apply_bytes(i as u64 + 1, data)))
+        .map(|(i, data)| format!("{:?}", apply_bytes(&mut one.store, i as u64 + 1, data)))
         .collect();
     assert!(
         expected.iter().any(|r| r.starts_with("Err")),
@@ -922,7 +932,7 @@ fn batched_apply_matches_one_by_one_apply() {
                 store.begin_batch();
                 for (j, data) in part.iter().enumerate() {
                     let index = (c * chunk + j) as u64 + 1;
-                    got.push(format!("{:?}", store.apply_bytes(index, data)));
+                    got.push(format!("{:?}", apply_bytes(&mut store, index, data)));
                 }
                 // Reads inside the open batch see its writes.
                 let changes: Vec<_> = store

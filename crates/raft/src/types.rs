@@ -268,16 +268,6 @@ pub enum MessageBody {
     },
 }
 
-impl Message {
-    /// Whether this message belongs to pre-vote traffic (which never changes a receiver's term).
-    pub fn is_pre_vote(&self) -> bool {
-        matches!(
-            self.body,
-            MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. }
-        )
-    }
-}
-
 impl ConfChange {
     /// Encodes the change for an [`EntryKind::ConfChange`] entry: one kind byte, the node id
     /// (8 bytes little-endian), then the context.

@@ -1,6 +1,9 @@
 //! `flotilla-writer`: a continuous-write client for end-to-end tests that records every
 //! acknowledged put and then checks that none was lost.
 //!
+//! One file (with its unit tests, about a fifth of it) because it is one binary: the writer,
+//! the verifier and the report share the record of what was acknowledged.
+//!
 //! The end-to-end suite runs it as a Pod against a cluster's client Service while the
 //! cluster's pods are killed, scaled and replaced; the question it answers is "did an
 //! acknowledged write ever disappear?". It speaks only the public etcd v3 gRPC API.

@@ -1,5 +1,11 @@
 //! `MvccStore`: the replicated key-value state machine.
 //!
+//! Longer than our usual file on purpose: the in-memory index, the leases and the pending
+//! batch overlay are one invariant (every change goes through the overlay and lands in one
+//! sled batch with the applied index), and splitting their methods across files would hide
+//! that. What could stand alone already does: the key → revisions index is `key_index`,
+//! watches are `watch`.
+//!
 //! Layout: one sled tree (`mvcc`) in the node's shared `sled::Db`, with three key spaces:
 //! - `r` + revision → [`Record`]: the history, one entry per change;
 //! - `l` + lease id → granted TTL;
@@ -584,19 +590,6 @@ impl MvccStore {
                     self.advance_applied(index)?;
                 }
                 Err(e)
-            }
-        }
-    }
-
-    /// Applies the data of a Normal entry: decodes it, then [`MvccStore::apply`]. Bytes that
-    /// do not decode are a deterministic refusal (the applied index still advances).
-    pub fn apply_bytes(&mut self, index: u64, data: &[u8]) -> Result<ApplyOutput, MvccError> {
-        use prost::Message as _;
-        match internal::Request::decode(data) {
-            Ok(req) => self.apply(index, &req),
-            Err(e) => {
-                self.advance_applied(index)?;
-                Err(MvccError::InvalidRequest(format!("undecodable entry: {e}")))
             }
         }
     }

@@ -19,15 +19,8 @@ use super::identity::MemberIdentity;
 /// The layout version written in the first byte of every value.
 pub const FORMAT: u8 = 1;
 
-/// Prefix of log entry keys.
-const ENTRY_PREFIX: u8 = b'e';
-
-/// Key of the hard state.
-pub const HARD_STATE_KEY: &[u8] = b"m:hard_state";
 /// Key of the snapshot metadata (index, term, configuration).
 pub const SNAPSHOT_META_KEY: &[u8] = b"m:snapshot_meta";
-/// Key of the snapshot's state-machine image.
-pub const SNAPSHOT_DATA_KEY: &[u8] = b"m:snapshot_data";
 /// Present when the stored snapshot image is partial (member metadata only).
 pub const SNAPSHOT_PARTIAL_KEY: &[u8] = b"m:snapshot_partial";
 /// Key of the member identity.
@@ -35,22 +28,6 @@ pub const IDENTITY_KEY: &[u8] = b"m:identity";
 
 /// Length of an entry value before its data.
 const ENTRY_HEADER: usize = 1 + 1 + 8 + 8;
-
-/// The key of the log entry at `index`.
-pub fn entry_key(index: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = ENTRY_PREFIX;
-    key[1..].copy_from_slice(&index.to_be_bytes());
-    key
-}
-
-/// The index in an entry key.
-pub fn decode_entry_key(key: &[u8]) -> Result<u64, StorageError> {
-    match key {
-        [ENTRY_PREFIX, rest @ ..] if rest.len() == 8 => Ok(be_u64(rest)),
-        _ => Err(corrupt("entry key", key, "not a 9-byte entry key")),
-    }
-}
 
 /// Encodes an entry value.
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
@@ -274,7 +251,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entry_round_trip_and_key_order() {
+    fn entry_round_trip() {
         let e = Entry {
             term: 3,
             index: 258,
@@ -282,12 +259,6 @@ mod tests {
             data: vec![1, 2, 3],
         };
         assert_eq!(decode_entry(258, &encode_entry(&e)), Ok(e));
-        assert!(entry_key(255) < entry_key(256), "keys sort in index order");
-        assert_eq!(decode_entry_key(&entry_key(u64::MAX)), Ok(u64::MAX));
-        assert!(
-            entry_key(u64::MAX).as_slice() < HARD_STATE_KEY,
-            "entries before metadata"
-        );
     }
 
     #[test]
@@ -377,6 +348,5 @@ mod tests {
         assert!(
             matches!(decode_identity(&bad_name), Err(StorageError::Io(m)) if m.contains("UTF-8"))
         );
-        assert!(decode_entry_key(b"m:hard_state").is_err());
     }
 }

@@ -16,7 +16,7 @@
 //! not by a batch: the new image is written and synced under its index first, then the one
 //! batch switches the metadata, then older images are deleted. A crash
 //! at any point leaves the metadata naming an image that is durable; leftovers are deleted on
-//! open. An image stored by an older version under [`SNAPSHOT_DATA_KEY`] is still read.
+//! open.
 //!
 //! A snapshot taken for log compaction usually carries a *partial* image: only the member list
 //! ([`WalLogStore::compact`]). The MVCC store is durable in the same database, so copying it
@@ -34,10 +34,7 @@ use flotilla_raft::{
     ConfState, Entry, HardState, LogStore, Snapshot, SnapshotMeta, Storage, StorageError,
 };
 
-use super::disk_format::{
-    self, HARD_STATE_KEY, IDENTITY_KEY, SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY, SNAPSHOT_PARTIAL_KEY,
-    entry_key,
-};
+use super::disk_format::{self, IDENTITY_KEY, SNAPSHOT_META_KEY, SNAPSHOT_PARTIAL_KEY};
 use super::durable::DbSync;
 use super::identity::{self, IdentityError, MemberIdentity};
 use super::wal::Wal;
@@ -105,31 +102,15 @@ impl WalLogStore {
             .map_err(|e| sled_err("open tree", e))?;
         let sync = DbSync::open(db, dir)?;
         let mut cache = load_cache(&tree)?;
-        let (mut wal, replayed) = Wal::open(&dir.join(WAL_DIR))?;
+        let (wal, replayed) = Wal::open(&dir.join(WAL_DIR))?;
         let snap = cache.snapshot.index;
-        let mut log: Vec<Entry> = replayed
+        let log: Vec<Entry> = replayed
             .entries
             .into_iter()
             .filter(|e| e.index > snap)
             .collect();
         if let Some(hs) = replayed.hard_state {
             cache.hard_state = hs;
-        }
-        let legacy = legacy_entries(&tree, snap)?;
-        if !legacy.is_empty() {
-            if log.is_empty() {
-                log = legacy;
-                wal.rewrite(&cache.hard_state, &log)?;
-            }
-            // The WAL holds them now (or held newer ones already): drop sled's copies.
-            let mut batch = sled::Batch::default();
-            for key in tree.range(entry_key(0)..=entry_key(u64::MAX)).keys() {
-                batch.remove(key.map_err(|e| sled_err("scan", e))?);
-            }
-            batch.remove(HARD_STATE_KEY);
-            tree.apply_batch(batch)
-                .map_err(|e| sled_err("apply batch", e))?;
-            sync.sync()?;
         }
         if let Some(first) = log.first()
             && first.index != snap + 1
@@ -300,7 +281,6 @@ impl WalLogStore {
     fn switch_meta(&mut self, meta: &SnapshotMeta, partial: bool) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META_KEY, disk_format::encode_snapshot_meta(meta));
-        batch.remove(SNAPSHOT_DATA_KEY);
         if partial {
             batch.insert(SNAPSHOT_PARTIAL_KEY, &[1u8][..]);
         } else {
@@ -334,14 +314,10 @@ impl WalLogStore {
     }
 }
 
-/// Reads the hard state an older version kept in sled (the WAL's, when it has one, wins), the
-/// snapshot metadata and whether its image is partial.
+/// Reads the snapshot metadata and whether its image is partial; the hard state comes from
+/// the WAL.
 fn load_cache(tree: &sled::Tree) -> Result<Cache, StorageError> {
-    let hard_state = match tree.get(HARD_STATE_KEY) {
-        Ok(Some(b)) => disk_format::decode_hard_state(&b)?,
-        Ok(None) => HardState::default(),
-        Err(e) => return Err(sled_err("get", e)),
-    };
+    let hard_state = HardState::default();
     let snapshot = match tree.get(SNAPSHOT_META_KEY) {
         Ok(Some(b)) => disk_format::decode_snapshot_meta(&b)?,
         Ok(None) => SnapshotMeta::default(),
@@ -355,23 +331,6 @@ fn load_cache(tree: &sled::Tree) -> Result<Cache, StorageError> {
         image_partial,
         snapshot,
     })
-}
-
-/// Entries an older version stored in sled, after the snapshot, checked to be contiguous.
-fn legacy_entries(tree: &sled::Tree, snap: u64) -> Result<Vec<Entry>, StorageError> {
-    let mut out: Vec<Entry> = Vec::new();
-    for item in tree.range(entry_key(snap + 1)..=entry_key(u64::MAX)) {
-        let (key, value) = item.map_err(|e| sled_err("scan", e))?;
-        let index = disk_format::decode_entry_key(&key)?;
-        let expected = out.last().map_or(snap + 1, |e| e.index + 1);
-        if index != expected {
-            return Err(StorageError::Io(format!(
-                "corrupt Raft log: entry {expected} is missing"
-            )));
-        }
-        out.push(disk_format::decode_entry(index, &value)?);
-    }
-    Ok(out)
 }
 
 impl Storage for WalLogStore {
@@ -458,12 +417,7 @@ impl Storage for WalLogStore {
         let index = self.cache.snapshot.index;
         let data = match self.images.get(index.to_be_bytes()) {
             Ok(Some(b)) => b.to_vec(),
-            // A store written by an older version keeps the image in the main tree.
-            Ok(None) => match self.tree.get(SNAPSHOT_DATA_KEY) {
-                Ok(Some(b)) => b.to_vec(),
-                Ok(None) => Vec::new(),
-                Err(e) => return Err(sled_err("get", e)),
-            },
+            Ok(None) => Vec::new(),
             Err(e) => return Err(sled_err("get", e)),
         };
         Ok(Snapshot {

@@ -110,14 +110,14 @@ fn corrupt_metadata_fails_open_with_an_io_error() {
     {
         let db = open_db(dir.path()).expect("open_db");
         let tree = db.open_tree(TREE_NAME).expect("tree");
-        tree.insert(super::disk_format::HARD_STATE_KEY, &[1u8, 2, 3][..])
+        tree.insert(super::disk_format::SNAPSHOT_META_KEY, &[1u8, 2, 3][..])
             .expect("insert");
         db.flush().expect("flush");
     }
     let db = open_db(dir.path()).expect("open_db");
     let err = WalLogStore::open(db, dir.path()).unwrap_err();
     assert!(
-        matches!(err, StorageError::Io(ref m) if m.contains("hard state")),
+        matches!(err, StorageError::Io(ref m) if m.contains("snapshot metadata")),
         "{err:?}"
     );
 }
@@ -155,7 +155,6 @@ fn store_and_sync_handle_can_move_between_threads() {
 #[test]
 fn snapshot_images_live_in_their_own_tree_and_leftovers_go_on_open() {
     use super::SNAPSHOT_TREE_NAME;
-    use super::disk_format::SNAPSHOT_DATA_KEY;
     let dir = TempDir::new().expect("temp dir");
     let db = open_db(dir.path()).expect("open_db");
     let mut store = WalLogStore::open(db.clone(), dir.path()).expect("open");
@@ -167,10 +166,8 @@ fn snapshot_images_live_in_their_own_tree_and_leftovers_go_on_open() {
     store
         .create_snapshot(8, ConfState::with_voters([1]), vec![9u8; 300_000])
         .expect("snapshot at 8");
-    let main = db.open_tree(TREE_NAME).expect("tree");
     let images = db.open_tree(SNAPSHOT_TREE_NAME).expect("tree");
     // The big image is not next to the hard state, and only the current one is kept.
-    assert_eq!(main.get(SNAPSHOT_DATA_KEY).expect("get"), None);
     let keys: Vec<Vec<u8>> = images
         .iter()
         .keys()
@@ -184,17 +181,10 @@ fn snapshot_images_live_in_their_own_tree_and_leftovers_go_on_open() {
     images
         .insert(9u64.to_be_bytes(), &b"orphan"[..])
         .expect("insert");
-    // An image written by an older version, in the main tree, is shadowed by the new tree.
-    main.insert(SNAPSHOT_DATA_KEY, &b"legacy"[..])
-        .expect("insert");
     db.flush().expect("flush");
     drop(store);
     let store = WalLogStore::open(db.clone(), dir.path()).expect("reopen");
     assert_eq!(store.snapshot().expect("snapshot").meta.index, 8);
     assert_eq!(store.snapshot().expect("snapshot").data, vec![9u8; 300_000]);
     assert_eq!(images.len(), 1);
-
-    // A store from an older version (no image in the new tree) still reads its image.
-    images.clear().expect("clear");
-    assert_eq!(store.snapshot().expect("snapshot").data, b"legacy".to_vec());
 }
