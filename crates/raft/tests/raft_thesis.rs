@@ -231,6 +231,33 @@ fn promote_refused_while_learner_lags() {
 /// Under sustained load a learner that keeps pace is never within a fixed number of entries
 /// of the leader when asked, yet it is caught up: it has what the leader had an election
 /// timeout ago. One that stopped receiving is not.
+/// A leader elected on an empty log has a catch-up mark of 0 after its first election
+/// timeout; a learner that never answered (match 0) must still not count as caught up.
+#[test]
+fn learner_that_never_answered_is_not_caught_up_behind_a_zero_mark() {
+    let mut net = Net::with(&[1, 2, 3], |c| c.promotable_lag = 5);
+    net.elect(1);
+    net.add_node(Config::new(4), MemStorage::new());
+    net.isolate(4);
+    net.node(1)
+        .propose_conf_change(cc(ConfChangeKind::AddLearner, 4))
+        .unwrap();
+    net.drain();
+    // One election timeout: the mark becomes where the log ended at the election.
+    net.tick(1, 10);
+    for i in 0..30u8 {
+        net.propose(1, &[i]);
+    }
+    let st = net.status(1);
+    assert_eq!(st.progress[&4].match_index, 0);
+    assert!(!st.progress[&4].caught_up, "{:?}", st.progress[&4]);
+    assert!(matches!(
+        net.node(1)
+            .propose_conf_change(cc(ConfChangeKind::PromoteLearner, 4)),
+        Err(ProposeError::LearnerNotCaughtUp { id: 4, .. })
+    ));
+}
+
 #[test]
 fn promote_gate_follows_the_leaders_progress_under_load() {
     let mut net = Net::with(&[1, 2, 3], |c| c.promotable_lag = 5);

@@ -312,8 +312,10 @@ impl<S: Storage> Raft<S> {
         if p.state == ProgressState::Snapshot {
             return false;
         }
+        // A member that has acknowledged nothing is not keeping pace with anything, even
+        // when the mark is 0 (a leader elected on an empty log).
         p.matched.saturating_add(self.promotable_lag) >= self.log.last()
-            || p.matched >= self.catch_up_mark
+            || (p.matched > 0 && p.matched >= self.catch_up_mark)
     }
 
     fn quorum_active(&self) -> bool {
