@@ -14,6 +14,13 @@ pub enum ServerError {
     /// This member is not the leader; the caller should forward.
     #[error("etcdserver: not leader (leader is {0:x})")]
     NotLeader(NodeId),
+    /// A request only the leader answers, and etcd refuses rather than forwards (MoveLeader),
+    /// reached a follower: etcd's `ErrGRPCNotLeader`.
+    #[error("etcdserver: not leader")]
+    LeaderOnly,
+    /// MoveLeader to a member that is not a voter of this cluster.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
     /// The request did not complete in time.
     #[error("etcdserver: request timed out")]
     Timeout,
@@ -108,7 +115,9 @@ impl From<ServerError> for tonic::Status {
             ServerError::TooLarge | ServerError::InvalidArgument(_) => Code::InvalidArgument,
             ServerError::ConfChangePending => Code::Unavailable,
             ServerError::MemberNotFound => Code::NotFound,
-            ServerError::MemberExists => Code::FailedPrecondition,
+            ServerError::MemberExists
+            | ServerError::LeaderOnly
+            | ServerError::BadLeaderTransferee => Code::FailedPrecondition,
             ServerError::LearnerNotReady { .. } | ServerError::InvalidConfChange(_) => {
                 Code::FailedPrecondition
             }
