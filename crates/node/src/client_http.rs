@@ -1,5 +1,11 @@
-//! The client port's surface that is not a gRPC service: the JSON gateway, and the answer for
-//! a path nothing claims.
+//! The client port's surface that is not a gRPC service: the JSON gateway, etcd's health
+//! endpoints, and the answer for a path nothing claims.
+//!
+//! Health is served here as etcd serves it, because tools probe the client URL they were given
+//! (`kubectl get componentstatuses` asks the API server, which GETs `<etcd>/health`): `/health`
+//! is etcd's JSON, healthy when a leader is known and a linearizable read (etcd's QGET)
+//! completes; `/livez` and `/readyz` are etcd 3.5's, `/readyz` with the readiness the metrics
+//! port's probe uses ([`crate::http::readiness`]).
 //!
 //! tonic hands every request whose path names no registered service to this axum router, so
 //! its fallback is what a gRPC client calling a service Flotilla does not serve (etcd's
@@ -9,14 +15,54 @@
 //! words, and anything else keeps the plain 404 an HTTP client expects.
 
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
 
 use crate::member::handle::NodeHandle;
 
 /// Every non-gRPC route of the client port, ready to be merged with the gRPC services.
 pub fn routes(node: NodeHandle) -> tonic::service::Routes {
-    crate::gateway::router(node).fallback(unknown_path).into()
+    let health = axum::Router::new()
+        .route("/health", get(health))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(node.clone());
+    crate::gateway::router(node)
+        .merge(health)
+        .fallback(unknown_path)
+        .into()
+}
+
+async fn health(State(node): State<NodeHandle>) -> Response {
+    let reason = if node.status().leader == 0 {
+        Some("RAFT NO LEADER".to_string())
+    } else {
+        node.linearizable_barrier()
+            .await
+            .err()
+            .map(|e| format!("QGET ERROR: {e}"))
+    };
+    let (code, body) = match reason {
+        None => (StatusCode::OK, json!({"health": "true", "reason": ""})),
+        Some(reason) => {
+            tracing::debug!(%reason, "/health: unhealthy");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"health": "false", "reason": reason}),
+            )
+        }
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn readyz(State(node): State<NodeHandle>) -> Response {
+    match crate::http::readiness(&node.status()) {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
 }
 
 /// Whether the request is a gRPC call (`application/grpc`, `application/grpc+proto`, …).

@@ -1,6 +1,7 @@
 //! The client port beyond etcd's registered services, against a real member: gRPC calls to
 //! services and methods Flotilla does not serve get the gRPC status UNIMPLEMENTED (as etcd's
-//! grpc-go answers), while plain HTTP to an unknown path keeps its 404.
+//! grpc-go answers), while plain HTTP to an unknown path keeps its 404; etcd's `/health`,
+//! `/livez` and `/readyz` are served there as etcd serves them.
 
 mod common;
 
@@ -35,6 +36,11 @@ fn grpc_call(endpoint: &str, path: &'static str) -> Result<(), tonic::Status> {
 
 /// A plain HTTP/1.1 request on `port`: the status code.
 fn http_status(port: u16, method: &str, path: &str) -> u16 {
+    http(port, method, path).0
+}
+
+/// A plain HTTP/1.1 request on `port`: the status code and the body.
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -45,10 +51,55 @@ fn http_status(port: u16, method: &str, path: &str) -> u16 {
     .expect("send");
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("read");
-    raw.split_whitespace()
+    let code = raw
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {raw:?}"))
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, body)
+}
+
+fn json_of(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
+}
+
+#[test]
+fn health_livez_and_readyz_answer_as_etcd_on_the_client_port() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(20));
+    let f = (leader + 1) % 3;
+    let port = c.members[f].client;
+
+    let (code, body) = http(port, "GET", "/health");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        json_of(&body),
+        serde_json::json!({"health": "true", "reason": ""})
+    );
+    assert_eq!(http(port, "GET", "/livez"), (200, "ok".to_string()));
+    assert_eq!(http(port, "GET", "/readyz"), (200, "ok".to_string()));
+
+    // Without a majority the member cannot serve a linearizable read: unhealthy, still live.
+    for i in 0..3 {
+        if i != f {
+            c.members[i].kill9();
+        }
+    }
+    let body = common::wait_until(Duration::from_secs(30), "/health says unhealthy", || {
+        let (code, body) = http(port, "GET", "/health");
+        (code == 503).then_some(body)
+    });
+    let v = json_of(&body);
+    assert_eq!(v["health"], "false", "{body}");
+    assert!(
+        !v["reason"].as_str().unwrap_or("").is_empty(),
+        "an unhealthy answer says why: {body}"
+    );
+    assert_eq!(http(port, "GET", "/livez"), (200, "ok".to_string()));
 }
 
 #[test]
