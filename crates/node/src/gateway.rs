@@ -54,8 +54,8 @@ use crate::api::maintenance::MaintenanceService;
 use crate::api::{cluster::ClusterService, kv::KvService, lease::LeaseService};
 use crate::member::handle::NodeHandle;
 
-/// The gateway's routes, ready to be merged with the gRPC services on the client port.
-pub fn routes(node: NodeHandle) -> tonic::service::Routes {
+/// The gateway's routes; [`crate::client_http`] merges them into the client port's router.
+pub fn router(node: NodeHandle) -> Router {
     Router::new()
         .route("/v3/kv/range", post(kv_range))
         .route("/v3/kv/put", post(kv_put))
@@ -67,7 +67,6 @@ pub fn routes(node: NodeHandle) -> tonic::service::Routes {
         .route("/v3/maintenance/status", post(maintenance_status))
         .route("/v3/cluster/member/list", post(member_list))
         .with_state(node)
-        .into()
 }
 
 // ---------- errors ----------

@@ -36,20 +36,25 @@ async fn metrics_handler(State(s): State<HttpState>) -> (StatusCode, String) {
     (StatusCode::OK, s.metrics.render())
 }
 
-async fn ready_handler(State(s): State<HttpState>) -> (StatusCode, String) {
-    let st = s.status.borrow().clone();
+/// Why this member is not ready (see the module doc), or `Ok` when it is; shared with the
+/// client port's etcd-style `/readyz` (`crate::client_http`).
+pub fn readiness(st: &NodeStatus) -> Result<(), String> {
     if st.ready() {
-        (StatusCode::OK, "ready\n".into())
+        Ok(())
     } else if st.leader == 0 {
-        (StatusCode::SERVICE_UNAVAILABLE, "no leader\n".into())
+        Err("no leader".into())
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "catching up: applied {} of {}\n",
-                st.applied, st.ready_commit_target
-            ),
-        )
+        Err(format!(
+            "catching up: applied {} of {}",
+            st.applied, st.ready_commit_target
+        ))
+    }
+}
+
+async fn ready_handler(State(s): State<HttpState>) -> (StatusCode, String) {
+    match readiness(&s.status.borrow()) {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 

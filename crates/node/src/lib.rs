@@ -9,7 +9,8 @@
 //! - [`contract`] holds what the member shares with its neighbours (commands, errors, the
 //!   outbox, status, forwarding), importing none of them;
 //! - [`transport`] moves Raft messages between members; [`codec`] is their wire format;
-//! - [`api`] serves clients (and [`gateway`] serves them JSON); [`authority`] accepts the
+//! - [`api`] serves clients (and [`gateway`] serves them JSON; [`client_http`] is everything
+//!   on the client port that is not a gRPC service); [`authority`] accepts the
 //!   `:authority` etcd 3.4 clients send;
 //! - [`storage`] keeps the log and the member's identity; [`mvcc`] is the key-value store;
 //!   [`snapshot_file`] reads the files `etcdctl snapshot save` writes;
@@ -26,6 +27,7 @@
 pub mod api;
 pub mod authority;
 pub mod cli;
+pub mod client_http;
 pub mod codec;
 pub mod config;
 pub mod contract;

@@ -395,7 +395,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     // HTTP/1.1 is accepted for the JSON gateway, which shares the client port with gRPC.
     let client_server = tonic::transport::Server::builder()
         .accept_http1(true)
-        .add_routes(crate::gateway::routes(handle.clone()))
+        .add_routes(crate::client_http::routes(handle.clone()))
         .add_service(
             KvServer::new(api::kv::KvService::new(handle.clone()))
                 .max_decoding_message_size(max_msg),

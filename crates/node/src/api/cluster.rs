@@ -89,6 +89,17 @@ impl Cluster for ClusterService {
                      --learner`, start the member, then `member promote` once it caught up",
                 ));
             }
+            // etcd 3.4 admits one learner at a time (its `maxLearners`); the operator's and
+            // `--join`'s Admin path is not bound by it. etcd checks for a taken peer URL
+            // first, and `add_learner` reports that one.
+            let st = self.node.status();
+            let url_taken = st
+                .members
+                .iter()
+                .any(|m| m.peer_urls.iter().any(|u| req.peer_ur_ls.contains(u)));
+            if !url_taken && st.members.iter().any(|m| m.is_learner) {
+                return Err(ServerError::TooManyLearners.into());
+            }
             let id = admin::add_learner(
                 &self.node,
                 AddLearnerRequest {

@@ -28,7 +28,8 @@ use flotilla_proto::etcdserverpb::{
 use sha2::Digest as _;
 use tonic::{Request, Response, Status};
 
-use super::{admin, header, observe};
+use super::{header, observe};
+use crate::contract::ServerError;
 use crate::contract::members::{self, Members};
 use crate::member::handle::NodeHandle;
 
@@ -122,6 +123,28 @@ pub fn snapshot_frames(
             remaining_bytes: 0,
             blob: digest,
         }))
+}
+
+/// etcd's MoveLeader: only the leader moves leadership — a follower refuses instead of
+/// forwarding (etcdctl looks for the leader's endpoint itself) — and only to a voter of the
+/// cluster. The operator's forwarding transfer is Admin's `TransferLeadership`.
+async fn move_leader(node: &NodeHandle, target: u64) -> Result<(), ServerError> {
+    let st = node.status();
+    if !st.is_leader() {
+        return Err(ServerError::LeaderOnly);
+    }
+    match st.member(target) {
+        Some(m) if !m.is_learner => {}
+        _ => return Err(ServerError::BadLeaderTransferee),
+    }
+    if target == st.id {
+        return Ok(());
+    }
+    match node.transfer_leader(target).await {
+        // Leadership moved elsewhere between the check and the transfer.
+        Err(ServerError::NotLeader(_) | ServerError::NoLeader) => Err(ServerError::LeaderOnly),
+        r => r.map(|_| ()),
+    }
 }
 
 type SnapshotStream =
@@ -218,12 +241,7 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = request.into_inner().target_id;
         let r = async {
-            if target == 0 {
-                return Err(Status::invalid_argument(
-                    "etcdserver: bad leader transferee",
-                ));
-            }
-            admin::transfer(&self.node, target).await?;
+            move_leader(&self.node, target).await?;
             Ok(MoveLeaderResponse {
                 header: Some(header(&self.node, 0)),
             })

@@ -11,9 +11,20 @@ pub enum ServerError {
     /// No leader is known (election in progress, or this member is partitioned).
     #[error("etcdserver: no leader")]
     NoLeader,
-    /// This member is not the leader; the caller should forward.
-    #[error("etcdserver: not leader (leader is {0:x})")]
+    /// This member is not the leader; the caller should forward. The leader's id is for the
+    /// forwarding code, not the text: etcd's message is exactly this.
+    #[error("etcdserver: not leader")]
     NotLeader(NodeId),
+    /// A request only the leader answers, and etcd refuses rather than forwards (MoveLeader),
+    /// reached a follower: etcd's `ErrGRPCNotLeader`.
+    #[error("etcdserver: not leader")]
+    LeaderOnly,
+    /// MoveLeader to a member that is not a voter of this cluster.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// A learner would be added while etcd's maximum (one) is already in the cluster.
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
     /// The request did not complete in time.
     #[error("etcdserver: request timed out")]
     Timeout,
@@ -35,11 +46,9 @@ pub enum ServerError {
     /// A member with that peer URL or id already exists.
     #[error("etcdserver: Peer URLs already exists")]
     MemberExists,
-    /// Promotion of a learner that has not caught up.
-    #[error(
-        "etcdserver: can only promote a learner member which is in sync with leader \
-         (match {matched}, leader last index {last_index})"
-    )]
+    /// Promotion of a learner that has not caught up. The indexes go to the log, not the text:
+    /// clients match etcd's `ErrGRPCLearnerNotReady` by its exact message.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotReady {
         /// The learner's match index.
         matched: u64,
@@ -81,13 +90,21 @@ impl ServerError {
             }
             ProposeError::ConfChangePending { .. } => ServerError::ConfChangePending,
             ProposeError::LearnerNotCaughtUp {
+                id,
                 matched,
                 last_index,
-                ..
-            } => ServerError::LearnerNotReady {
-                matched,
-                last_index,
-            },
+            } => {
+                tracing::info!(
+                    learner = format!("{id:x}"),
+                    matched,
+                    last_index,
+                    "promotion refused: the learner has not caught up with the leader"
+                );
+                ServerError::LearnerNotReady {
+                    matched,
+                    last_index,
+                }
+            }
             ProposeError::InvalidConfChange(s) => ServerError::InvalidConfChange(s),
             ProposeError::Storage(s) => ServerError::Storage(s.to_string()),
         }
@@ -108,7 +125,10 @@ impl From<ServerError> for tonic::Status {
             ServerError::TooLarge | ServerError::InvalidArgument(_) => Code::InvalidArgument,
             ServerError::ConfChangePending => Code::Unavailable,
             ServerError::MemberNotFound => Code::NotFound,
-            ServerError::MemberExists => Code::FailedPrecondition,
+            ServerError::MemberExists
+            | ServerError::LeaderOnly
+            | ServerError::BadLeaderTransferee
+            | ServerError::TooManyLearners => Code::FailedPrecondition,
             ServerError::LearnerNotReady { .. } | ServerError::InvalidConfChange(_) => {
                 Code::FailedPrecondition
             }
