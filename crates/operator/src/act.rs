@@ -9,7 +9,7 @@
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::Error;
-use crate::controller::Context;
+use crate::context::Context;
 use crate::crd::RaftCluster;
 use crate::kube_api::{Actions, Owned, Reads};
 use crate::nodes::NodeClient;

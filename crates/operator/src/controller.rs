@@ -7,8 +7,8 @@
 //! between any two writes leaves a state from which the next pass derives the same or the next
 //! step. The only in-memory state is the error back-off counter, which only affects timing.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -24,6 +24,7 @@ use tracing::{Instrument, field, info, info_span, warn};
 
 use crate::Error;
 use crate::act;
+pub use crate::context::Context;
 use crate::crd::RaftCluster;
 use crate::kube_api::{Actions, KubeApi, Reads};
 use crate::metrics::Metrics;
@@ -36,34 +37,6 @@ use crate::resources::{self, Names};
 pub const BUSY_REQUEUE: Duration = Duration::from_secs(3);
 /// Requeue a settled cluster this often, to notice node-level changes no watch reports.
 pub const IDLE_REQUEUE: Duration = Duration::from_secs(30);
-
-/// What every reconcile pass shares.
-pub struct Context<K, N> {
-    /// Kubernetes reads and writes.
-    pub kube: K,
-    /// The nodes' admin API.
-    pub nodes: N,
-    /// Operator metrics.
-    pub metrics: Metrics,
-    /// Consecutive failures per object, for the back-off.
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl<K, N> Context<K, N> {
-    /// A context over the given Kubernetes and node clients.
-    pub fn new(kube: K, nodes: N, metrics: Metrics) -> Self {
-        Self {
-            kube,
-            nodes,
-            metrics,
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// Back-off after `n` consecutive failures: 1 s, 2 s, 4 s … capped at 5 minutes.
 pub fn backoff(n: u32) -> Duration {

@@ -93,6 +93,16 @@ fn default_catch_up_deadline_seconds() -> u32 {
     600
 }
 
+/// The ordinal of member (pod) `member` of cluster `cluster`: `demo-3` → 3; `None` for a name
+/// of another cluster or with anything but digits after the dash.
+pub fn ordinal_of(cluster: &str, member: &str) -> Option<u32> {
+    let rest = member.strip_prefix(cluster)?.strip_prefix('-')?;
+    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    rest.parse().ok()
+}
+
 /// The most members a cluster may have (the schema's bound, checked again by the operator).
 pub const MAX_REPLICAS: i32 = 9;
 

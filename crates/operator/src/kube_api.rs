@@ -2,7 +2,7 @@
 //!
 //! [`Reads`] is what *observe* needs, [`Actions`] what *act* does — nothing else, so the whole
 //! reconcile runs against either the real API ([`KubeApi`], checked request by request with a
-//! `tower-test` mock in `kube_api/tests.rs`) or the in-memory store of `crate::memory` (feature
+//! `tower-test` mock in `kube_api/tests.rs`) or the in-memory store of the `memory` module (feature
 //! `testing`) that a test harness shares with its own "StatefulSet controller and kubelet".
 //!
 //! Writes are idempotent by construction: owned objects go through server-side apply with field

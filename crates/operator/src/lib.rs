@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod act;
+pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod kube_api;

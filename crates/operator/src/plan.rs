@@ -51,6 +51,7 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::crd::ordinal_of;
 use crate::crd::{RaftClusterStatus, RetentionPolicy};
 
 /// Nodes that do not report whether a learner is caught up (older versions): it is promoted
@@ -327,16 +328,6 @@ fn first_member(cluster: &str, message: &str) -> Option<String> {
         .map(|w| w.trim_end_matches('.'))
         .find(|w| ordinal_of(cluster, w).is_some())
         .map(str::to_owned)
-}
-
-/// The ordinal of member (pod) `member` of cluster `cluster`: `demo-3` → 3; `None` for a name
-/// of another cluster or with anything but digits after the dash.
-pub fn ordinal_of(cluster: &str, member: &str) -> Option<u32> {
-    let rest = member.strip_prefix(cluster)?.strip_prefix('-')?;
-    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    rest.parse().ok()
 }
 
 /// Computes the next step. Pure: same snapshot, same plan.

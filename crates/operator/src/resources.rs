@@ -95,7 +95,7 @@ impl Names {
     }
     /// Ordinal of a pod or member name of this cluster.
     pub fn ordinal_of(&self, pod_name: &str) -> Option<u32> {
-        crate::plan::ordinal_of(&self.cluster, pod_name)
+        crate::crd::ordinal_of(&self.cluster, pod_name)
     }
     /// Ordinal of a claim name of this cluster.
     pub fn ordinal_of_pvc(&self, pvc_name: &str) -> Option<u32> {
