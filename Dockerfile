@@ -15,11 +15,12 @@ COPY crates/raft/Cargo.toml crates/raft/Cargo.toml
 COPY crates/proto/Cargo.toml crates/proto/Cargo.toml
 COPY crates/node/Cargo.toml crates/node/Cargo.toml
 COPY crates/operator/Cargo.toml crates/operator/Cargo.toml
-RUN for c in raft proto node operator; do \
+COPY crates/sim/Cargo.toml crates/sim/Cargo.toml
+RUN for c in raft proto node operator sim; do \
       mkdir -p crates/$c/src/bin crates/$c/benches && touch crates/$c/src/lib.rs; \
     done \
  && for f in node/src/main.rs operator/src/main.rs operator/src/bin/crdgen.rs \
-             proto/build.rs raft/benches/throughput.rs node/benches/log_store.rs; do \
+             sim/src/main.rs proto/build.rs raft/benches/throughput.rs node/benches/log_store.rs; do \
       echo 'fn main() {}' > crates/$f; \
     done \
  && cargo build --release --locked -p flotilla-node -p flotilla-operator \

@@ -526,6 +526,38 @@ fn dockerfile_uses_the_base_images_the_script_makes_and_runs_as_non_root() {
     }
 }
 
+/// The dependency layer builds from the workspace's manifests alone: every workspace member's
+/// `Cargo.toml` must be copied in (cargo refuses to load a workspace with a member missing),
+/// and each member gets stub sources there.
+#[test]
+fn dockerfile_dependency_layer_copies_every_workspace_member() {
+    let dockerfile = read("Dockerfile");
+    let root = read("Cargo.toml");
+    let members = root
+        .lines()
+        .find(|l| l.trim_start().starts_with("members"))
+        .expect("workspace members");
+    let members: Vec<&str> = members.split('"').skip(1).step_by(2).collect();
+    assert!(members.len() >= 4, "{members:?}");
+    let stubbed = dockerfile
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("RUN for c in "))
+        .expect("the stub loop");
+    for m in members {
+        assert!(
+            dockerfile.contains(&format!("COPY {m}/Cargo.toml {m}/Cargo.toml")),
+            "the Dockerfile's dependency layer does not copy {m}/Cargo.toml"
+        );
+        let name = m.trim_start_matches("crates/");
+        assert!(
+            stubbed
+                .split_whitespace()
+                .any(|c| c.trim_end_matches(';') == name),
+            "no stub sources for {name} in the dependency layer"
+        );
+    }
+}
+
 #[test]
 fn admission_policy_is_gated_on_the_api_and_names_real_fields() {
     let t = read("charts/flotilla-operator/templates/validatingadmissionpolicy.yaml");
