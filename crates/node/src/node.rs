@@ -7,8 +7,10 @@
 //! identity is written before the first message is sent, and a volume that belongs to another
 //! cluster is refused rather than re-initialised.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use std::time::Instant;
 
 use anyhow::Context;
 use flotilla_proto::admin::admin_client::AdminClient;
@@ -37,6 +39,7 @@ const META_TREE: &str = "flotilla_node_meta";
 const BOOTSTRAP_MEMBERS_KEY: &[u8] = b"bootstrap_members";
 
 /// Who this member is.
+#[derive(Debug, Clone, Copy)]
 struct Identity {
     cluster_id: u64,
     member_id: NodeId,
@@ -267,12 +270,59 @@ fn rebuild_members(store: &WalLogStore, mut members: Members) -> anyhow::Result<
 /// Runs one member until `shutdown` resolves, then hands off leadership and stops cleanly.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     cfg.validate()?;
+    let opened = open_storage(&cfg).await?;
+    let ident = opened.ident;
+    let db = opened.db.clone();
+    let member = start_member(&cfg, opened)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let servers = serve(&cfg, &member, stop_rx).await?;
+    tracing::info!(
+        member = format!("{:x}", ident.member_id),
+        cluster = format!("{:x}", ident.cluster_id),
+        client = %cfg.listen_client,
+        peer = %cfg.listen_peer,
+        metrics = %cfg.listen_metrics,
+        "member started"
+    );
+
+    let discovery = tokio::spawn(discover_client_urls(member.handle.clone()));
+    shutdown.await;
+    discovery.abort();
+    tracing::info!("shutting down");
+    graceful_handoff(&member.handle).await;
+    member.handle.shutdown().await;
+    let _ = stop_tx.send(true);
+    for t in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    let loop_thread = member.loop_thread;
+    let _ = tokio::task::spawn_blocking(move || loop_thread.join()).await;
+    db.flush_async().await.ok();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What is on the volume once start-up has decided who this member is.
+struct Opened {
+    db: sled::Db,
+    log_store: WalLogStore,
+    ident: Identity,
+    /// Every member this one knows of, itself included with its current addresses.
+    members: Members,
+    sm: StateMachine,
+    /// The index the state machine (or the snapshot) has applied.
+    applied: u64,
+}
+
+/// Opens the database, the Raft log and the key-value store, and establishes the identity
+/// (restart, bootstrap or join: see the module doc).
+async fn open_storage(cfg: &NodeConfig) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let db_dir = cfg.data_dir.join("db");
     let db = crate::storage::open_db(&db_dir)?;
     let mut log_store = WalLogStore::open(db.clone(), &db_dir).context("opening the Raft log")?;
-    let (ident, members) = identity(&cfg, &db, &mut log_store).await?;
+    let (ident, members) = identity(cfg, &db, &mut log_store).await?;
     let mut members = rebuild_members(&log_store, members)?;
     members.upsert(Member {
         id: ident.member_id,
@@ -281,17 +331,36 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         client_urls: vec![cfg.client_url()],
         is_learner: false,
     });
-    let mvcc = MvccStore::open(&db).context("opening the key-value store")?;
-    let sm = StateMachine::new(mvcc);
-    let snap_index = log_store.snapshot_meta().index;
-    let applied = sm.applied_index().max(snap_index);
+    let sm = StateMachine::new(MvccStore::open(&db).context("opening the key-value store")?);
+    let applied = sm.applied_index().max(log_store.snapshot_meta().index);
+    Ok(Opened {
+        db,
+        log_store,
+        ident,
+        members,
+        sm,
+        applied,
+    })
+}
 
+/// The running member: its Raft loop thread and the handle every service works through.
+struct RunningMember {
+    handle: NodeHandle,
+    loop_thread: std::thread::JoinHandle<()>,
+    status_rx: watch::Receiver<NodeStatus>,
+    metrics: Metrics,
+    heartbeat_sent: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+/// Starts the core and its loop on a thread of its own, with the transport it sends through.
+fn start_member(cfg: &NodeConfig, o: Opened) -> anyhow::Result<RunningMember> {
+    let ident = o.ident;
     let mut rcfg = flotilla_raft::Config::new(ident.member_id);
     rcfg.election_tick = cfg.election_ticks;
     rcfg.heartbeat_tick = cfg.heartbeat_ticks;
-    rcfg.applied = applied;
+    rcfg.applied = o.applied;
     rcfg.seed = ident.member_id ^ u64::from(std::process::id());
-    let raw = RawNode::new(&rcfg, log_store).context("starting the Raft node")?;
+    let raw = RawNode::new(&rcfg, o.log_store).context("starting the Raft node")?;
     let single_voter = {
         let st = raw.status();
         st.conf_state.voters.len() == 1 && st.conf_state.voters.contains(&ident.member_id)
@@ -306,7 +375,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         leader: 0,
         role: Role::Follower,
         commit: 0,
-        applied,
+        applied: o.applied,
         first_index: 0,
         last_index: 0,
         pending_conf_index: 0,
@@ -318,7 +387,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         db_size: 0,
     };
     let (status_tx, status_rx) = watch::channel(initial);
-    let (applied_tx, applied_rx) = watch::channel(applied);
+    let (applied_tx, applied_rx) = watch::channel(o.applied);
     let transport = Arc::new(Transport::new(
         ident.cluster_id,
         ident.member_id,
@@ -326,11 +395,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         loop_tx.clone(),
     ));
     let heartbeat_sent = transport.heartbeat_sent.clone();
-    let sm = Arc::new(RwLock::new(sm));
+    let sm = Arc::new(RwLock::new(o.sm));
     let mut raft_loop = RaftLoop::new(
         raw,
         sm.clone(),
-        members,
+        o.members,
         transport,
         metrics.clone(),
         LoopSettings {
@@ -362,8 +431,31 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         cfg.request_timeout(),
         cfg.max_request_bytes,
     );
+    Ok(RunningMember {
+        handle,
+        loop_thread,
+        status_rx,
+        metrics,
+        heartbeat_sent,
+    })
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+/// Binds the three ports and serves them until `stop` turns true: the client port (the etcd
+/// services, Admin, the JSON gateway and health), the peer port (Raft, Admin, forwarded lease
+/// calls) and the metrics port. Returns the servers' tasks.
+async fn serve(
+    cfg: &NodeConfig,
+    member: &RunningMember,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use flotilla_proto::admin::admin_server::AdminServer;
+    use flotilla_proto::etcdserverpb::cluster_server::ClusterServer;
+    use flotilla_proto::etcdserverpb::kv_server::KvServer;
+    use flotilla_proto::etcdserverpb::lease_server::LeaseServer;
+    use flotilla_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+    use flotilla_proto::etcdserverpb::watch_server::WatchServer;
+    use flotilla_proto::raft::peer_server::PeerServer;
+
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
@@ -386,12 +478,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         .await
         .with_context(|| format!("binding the metrics address {}", cfg.listen_metrics))?;
 
-    use flotilla_proto::admin::admin_server::AdminServer;
-    use flotilla_proto::etcdserverpb::cluster_server::ClusterServer;
-    use flotilla_proto::etcdserverpb::kv_server::KvServer;
-    use flotilla_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-    use flotilla_proto::raft::peer_server::PeerServer;
-
+    let handle = &member.handle;
     // HTTP/1.1 is accepted for the JSON gateway, which shares the client port with gRPC.
     let client_server = tonic::transport::Server::builder()
         .accept_http1(true)
@@ -409,75 +496,60 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         .add_service(AdminServer::new(api::admin::AdminService::new(
             handle.clone(),
         )))
-        .add_service(
-            flotilla_proto::etcdserverpb::watch_server::WatchServer::new(
-                api::watch::WatchService::new(
-                    handle.clone(),
-                    Duration::from_millis(cfg.watch_progress_notify_interval_ms.max(1)),
-                ),
-            ),
-        )
-        .add_service(
-            flotilla_proto::etcdserverpb::lease_server::LeaseServer::new(
-                api::lease::LeaseService::new(handle.clone()),
-            ),
-        )
+        .add_service(WatchServer::new(api::watch::WatchService::new(
+            handle.clone(),
+            Duration::from_millis(cfg.watch_progress_notify_interval_ms.max(1)),
+        )))
+        .add_service(LeaseServer::new(api::lease::LeaseService::new(
+            handle.clone(),
+        )))
         .serve_with_incoming_shutdown(
             // etcd 3.4 clients may send a URL as :authority (see crate::authority).
             futures::StreamExt::map(incoming(client_listener), |conn| {
                 conn.map(crate::authority::AuthorityFix::new)
             }),
-            stopped(stop_rx.clone()),
+            stopped(stop.clone()),
         );
     let peer_server = tonic::transport::Server::builder()
         .add_service(
-            PeerServer::new(PeerService::new(handle.clone(), heartbeat_sent))
-                .max_decoding_message_size(usize::MAX),
+            PeerServer::new(PeerService::new(
+                handle.clone(),
+                member.heartbeat_sent.clone(),
+            ))
+            .max_decoding_message_size(usize::MAX),
         )
         .add_service(AdminServer::new(api::admin::AdminService::new(
             handle.clone(),
         )))
         // Followers forward keep-alives and time-to-live queries here (api/lease.rs).
-        .add_service(
-            flotilla_proto::etcdserverpb::lease_server::LeaseServer::new(
-                api::lease::LeaseService::new(handle.clone()),
-            ),
-        )
-        .serve_with_incoming_shutdown(incoming(peer_listener), stopped(stop_rx.clone()));
+        .add_service(LeaseServer::new(api::lease::LeaseService::new(
+            handle.clone(),
+        )))
+        .serve_with_incoming_shutdown(incoming(peer_listener), stopped(stop.clone()));
     let http_server = crate::http::serve(
         metrics_listener,
-        metrics,
-        status_rx,
-        stopped(stop_rx.clone()),
+        member.metrics.clone(),
+        member.status_rx.clone(),
+        stopped(stop),
     );
     crate::member::lease_expiry::spawn(handle.clone());
-    let client_task = tokio::spawn(client_server);
-    let peer_task = tokio::spawn(peer_server);
-    let http_task = tokio::spawn(http_server);
-    tracing::info!(
-        member = format!("{:x}", ident.member_id),
-        cluster = format!("{:x}", ident.cluster_id),
-        client = %cfg.listen_client,
-        peer = %cfg.listen_peer,
-        metrics = %cfg.listen_metrics,
-        "member started"
-    );
-
-    let discovery = tokio::spawn(discover_client_urls(handle.clone()));
-    shutdown.await;
-    discovery.abort();
-    tracing::info!("shutting down");
-    graceful_handoff(&handle).await;
-    handle.shutdown().await;
-    let _ = stop_tx.send(true);
-    for t in [client_task, peer_task] {
-        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
-    let _ = tokio::task::spawn_blocking(move || loop_thread.join()).await;
-    db.flush_async().await.ok();
-    tracing::info!("stopped");
-    Ok(())
+    Ok(vec![
+        tokio::spawn(async move {
+            if let Err(e) = client_server.await {
+                tracing::error!(error = %e, "the client port stopped serving");
+            }
+        }),
+        tokio::spawn(async move {
+            if let Err(e) = peer_server.await {
+                tracing::error!(error = %e, "the peer port stopped serving");
+            }
+        }),
+        tokio::spawn(async move {
+            if let Err(e) = http_server.await {
+                tracing::error!(error = %e, "the metrics port stopped serving");
+            }
+        }),
+    ])
 }
 
 /// Bootstrap members know each other's peer URLs (from `--initial-cluster`) but not their
