@@ -1,9 +1,13 @@
-//! The client-facing gRPC services: etcd's KV, Cluster and Maintenance, and Flotilla's Admin.
+//! The client-facing gRPC services: etcd's KV, Watch, Lease, Cluster and Maintenance, and
+//! Flotilla's Admin (served on the peer port too, where members forward to the leader).
 //!
-//! Each service is a thin translation onto [`crate::member::handle::NodeHandle`]: validation,
-//! routing (forward to the leader, ReadIndex for reads) and the etcd response header. Watch,
-//! Lease and the HTTP gateway are separate modules when they exist; services that would only
-//! answer UNIMPLEMENTED are not registered at all.
+//! Each service is a thin translation onto [`crate::member::handle::NodeHandle`]: it validates
+//! the request, then writes through the one typed path `NodeHandle::write` (which routes to
+//! the leader, maps refusals and stamps the etcd header) or reads after
+//! `NodeHandle::linearizable_barrier` (ReadIndex) unless the read is serializable. Leases and
+//! watches go through the state machine's narrow `lease_*`/`watch_*` calls. The HTTP/JSON
+//! gateway (`crate::gateway`) calls these same services. Services Flotilla does not implement
+//! are not registered: `crate::client_http` answers them UNIMPLEMENTED.
 
 pub mod admin;
 pub mod cluster;

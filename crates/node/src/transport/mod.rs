@@ -8,7 +8,12 @@
 //!
 //! Receiving ([`server::PeerService`]): every envelope names its cluster; traffic from another
 //! cluster is refused with FAILED_PRECONDITION and a malformed one with INVALID_ARGUMENT, in
-//! both cases before anything reaches the core.
+//! both cases before anything reaches the core. The wire rules (envelopes, snapshot chunks,
+//! member contexts) are `crate::codec`'s, the only implementation of each.
+//!
+//! Forwarding ([`forward`]): a follower's writes travel to the leader in batches over the peer
+//! port. The member does not import this module: [`PeerClients`] implements the
+//! `contract::Forwarding` trait the member's handle is given at start-up.
 
 pub mod forward;
 pub mod server;
