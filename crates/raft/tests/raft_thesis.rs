@@ -205,15 +205,26 @@ fn promote_caught_up_learner_to_voter() {
     assert_eq!(net.applied_data(2).last().unwrap(), b"z");
 }
 
-#[test]
-fn promote_refused_while_learner_lags() {
+/// Three voters led by 1, promoting only learners within 5 entries (or past the catch-up mark).
+fn lag_gated_cluster() -> Net {
     let mut net = Net::with(&[1, 2, 3], |c| c.promotable_lag = 5);
     net.elect(1);
-    net.add_node(Config::new(4), MemStorage::new());
+    net
+}
+
+/// Adds member `id` as a learner through leader 1 and lets the change settle.
+fn add_learner(net: &mut Net, id: NodeId) {
+    net.add_node(Config::new(id), MemStorage::new());
     net.node(1)
-        .propose_conf_change(cc(ConfChangeKind::AddLearner, 4))
+        .propose_conf_change(cc(ConfChangeKind::AddLearner, id))
         .unwrap();
     net.drain();
+}
+
+#[test]
+fn promote_refused_while_learner_lags() {
+    let mut net = lag_gated_cluster();
+    add_learner(&mut net, 4);
     net.isolate(4);
     for i in 0..10u8 {
         net.propose(1, &[i]);
@@ -228,21 +239,13 @@ fn promote_refused_while_learner_lags() {
     );
 }
 
-/// Under sustained load a learner that keeps pace is never within a fixed number of entries
-/// of the leader when asked, yet it is caught up: it has what the leader had an election
-/// timeout ago. One that stopped receiving is not.
 /// A leader elected on an empty log has a catch-up mark of 0 after its first election
 /// timeout; a learner that never answered (match 0) must still not count as caught up.
 #[test]
 fn learner_that_never_answered_is_not_caught_up_behind_a_zero_mark() {
-    let mut net = Net::with(&[1, 2, 3], |c| c.promotable_lag = 5);
-    net.elect(1);
-    net.add_node(Config::new(4), MemStorage::new());
+    let mut net = lag_gated_cluster();
     net.isolate(4);
-    net.node(1)
-        .propose_conf_change(cc(ConfChangeKind::AddLearner, 4))
-        .unwrap();
-    net.drain();
+    add_learner(&mut net, 4);
     // One election timeout: the mark becomes where the log ended at the election.
     net.tick(1, 10);
     for i in 0..30u8 {
@@ -258,15 +261,13 @@ fn learner_that_never_answered_is_not_caught_up_behind_a_zero_mark() {
     ));
 }
 
+/// Under sustained load a learner that keeps pace is never within a fixed number of entries
+/// of the leader when asked, yet it is caught up: it has what the leader had an election
+/// timeout ago. One that stopped receiving is not.
 #[test]
 fn promote_gate_follows_the_leaders_progress_under_load() {
-    let mut net = Net::with(&[1, 2, 3], |c| c.promotable_lag = 5);
-    net.elect(1);
-    net.add_node(Config::new(4), MemStorage::new());
-    net.node(1)
-        .propose_conf_change(cc(ConfChangeKind::AddLearner, 4))
-        .unwrap();
-    net.drain();
+    let mut net = lag_gated_cluster();
+    add_learner(&mut net, 4);
     let burst = |net: &mut Net, round: u8| {
         for i in 0..20u8 {
             net.node(1).propose(vec![round, i]).expect("propose");
@@ -291,11 +292,7 @@ fn promote_gate_follows_the_leaders_progress_under_load() {
     assert_eq!(net.status(1).conf_state.voters, [1, 2, 3, 4].into());
 
     // A learner cut off while the leader keeps appending falls behind the mark.
-    net.add_node(Config::new(5), MemStorage::new());
-    net.node(1)
-        .propose_conf_change(cc(ConfChangeKind::AddLearner, 5))
-        .unwrap();
-    net.drain();
+    add_learner(&mut net, 5);
     net.isolate(5);
     for round in 0..30u8 {
         net.tick(1, 1);
