@@ -466,8 +466,14 @@ scenario_upgrade() {
   kn get events --field-selector involvedObject.kind=RaftCluster,involvedObject.name="$RC" \
     --sort-by=.metadata.creationTimestamp -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' \
     | grep -E '^(RestartingForUpdate|TransferringLeadership)' | tail -4 | sed 's/^/    /' | tee "$WORK/upgrade-events"
-  grep '^    RestartingForUpdate' "$WORK/upgrade-events" | tail -1 | grep -q "restarting $leader " \
-    || die "the leader ($leader) was not restarted last"
+  # The leader restarts last, after leadership moved off it. Leadership may move on its own
+  # during the update (an election while members restart), so "the leader" is whoever leads
+  # when the last member is due: the last two steps must be that move and that restart.
+  local moved restarted
+  moved=$(tail -2 "$WORK/upgrade-events" | sed -n 's/^    TransferringLeadership: moving leadership off \([^ ]*\) .*/\1/p')
+  restarted=$(tail -1 "$WORK/upgrade-events" | sed -n 's/^    RestartingForUpdate: restarting \([^ ]*\) .*/\1/p')
+  [ -n "$moved" ] && [ "$moved" = "$restarted" ] \
+    || die "the last member restarted ($restarted) was not the leader, moved off first (${moved:-no move})"
   [ "$(kn get sts "$RC" -o jsonpath='{.spec.template.spec.containers[0].image}')" = "$second" ] || die "StatefulSet image"
   for m in $(jp '{.status.members[*].name}'); do
     [ "$(kn get pod "$m" -o jsonpath='{.spec.containers[0].image}')" = "$second" ] || die "$m not on $second"
