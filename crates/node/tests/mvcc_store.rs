@@ -1,5 +1,6 @@
 //! Behaviour of the MVCC store against etcd's semantics: revisions, ranges, txns, compaction,
-//! leases, snapshots and replay.
+//! leases, snapshots and replay. One file, longer than usual, because every case drives the
+//! same `Harness` and the cases are read as one specification of `MvccStore`.
 
 use flotilla_node::mvcc::{ApplyOutput, MvccError, MvccStore};
 use flotilla_proto::etcdserverpb::{
