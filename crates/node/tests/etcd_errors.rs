@@ -12,9 +12,9 @@ use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::lease_client::LeaseClient;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use flotilla_proto::etcdserverpb::{
-    CompactionRequest, LeaseRevokeRequest, MemberAddRequest, MemberPromoteRequest,
+    CompactionRequest, Compare, LeaseRevokeRequest, MemberAddRequest, MemberPromoteRequest,
     MemberRemoveRequest, MoveLeaderRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    request_op,
+    compare, request_op,
 };
 use tonic::Code;
 
@@ -375,6 +375,36 @@ fn errors_etcd_defines_carry_its_code_and_exact_text() {
         "errors unlike etcd's:\n{}",
         wrong.join("\n")
     );
+
+    // etcd bounds each of a txn's lists by 128, not their sum: 100 compares and 100 puts pass.
+    let big = TxnRequest {
+        compare: (0..100)
+            .map(|i| Compare {
+                key: format!("absent{i}").into_bytes(),
+                target: compare::CompareTarget::Version as i32,
+                result: compare::CompareResult::Equal as i32,
+                target_union: Some(compare::TargetUnion::Version(0)),
+                ..Default::default()
+            })
+            .collect(),
+        success: (0..100)
+            .map(|i| RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: format!("big{i}").into_bytes(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let took = on(&fep, async |ch| {
+        KvClient::new(ch)
+            .txn(big)
+            .await
+            .map(|r| r.into_inner().succeeded)
+    });
+    assert_eq!(took.map_err(|s| s.message().to_owned()), Ok(true));
 
     // None of the refusals changed the membership: three voters and the one learner.
     let out = common::etcdctl_ok(&lep, &["member", "list", "-w", "json"]);

@@ -109,11 +109,10 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = request.into_inner();
         let r = async {
-            if req.compare.len() + req.success.len().max(req.failure.len()) > 128 {
-                return Err(Status::invalid_argument(
-                    "etcdserver: too many operations in txn request",
-                ));
-            }
+            // etcd's checks, before anything is replicated: each list bounded by 128 (not
+            // their sum), keys present, no key written twice in a branch.
+            crate::mvcc::txn::check_txn(&req)
+                .map_err(|e| Status::new(e.grpc_code(), e.grpc_message()))?;
             Ok(self.node.write(req).await?)
         }
         .await;
