@@ -2,8 +2,9 @@
 # Runs Flotilla's whole test suite on a fresh Debian bookworm machine.
 #
 # It installs what the tests need first (Debian's etcd-client for `etcdctl`, strace for the
-# fsync test, prometheus for `promtool`), so a missing install step fails here, loudly, rather than hiding behind a
-# machine that was prepared by hand.
+# fsync test, prometheus for `promtool`, protobuf-compiler for the etcd-client test crate), so a
+# missing install step fails here, loudly, rather than hiding behind a machine that was
+# prepared by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,8 @@ command -v etcdctl >/dev/null 2>&1 || need_pkgs+=(etcd-client)
 command -v strace >/dev/null 2>&1 || need_pkgs+=(strace)
 # promtool, for the alert rules' unit tests (Debian's prometheus package carries it).
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+# protoc, for the etcd-client dev-dependency's build script (Flotilla's own protos use protox).
+command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update
@@ -20,6 +23,7 @@ fi
 etcdctl version
 strace -V | head -1
 promtool --version 2>&1 | head -1
+protoc --version
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
