@@ -89,6 +89,17 @@ pub struct NodeConfig {
     /// data dir already holds a member, the cluster it describes must be the one on the volume.
     #[arg(long, env = "FLOTILLA_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// `new` bootstraps the cluster `--initial-cluster` describes. `existing` starts a member
+    /// that was already added with `etcdctl member add` (etcd's flag and habit): it finds its
+    /// id and the cluster's by asking the other listed members for the member with its peer
+    /// URL. Ignored when the data dir already holds a member.
+    #[arg(
+        long,
+        env = "FLOTILLA_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value_t = InitialClusterState::New
+    )]
+    pub initial_cluster_state: InitialClusterState,
     /// Join an existing cluster as a learner through the admin API of one of these client
     /// endpoints (`host:port,…`). Ignored when the data dir already holds a member.
     #[arg(long, env = "FLOTILLA_JOIN", conflicts_with = "initial_cluster")]
@@ -202,6 +213,15 @@ impl NodeConfig {
                 "--election-ticks must be greater than --heartbeat-ticks (> 0)".into(),
             ));
         }
+        if self.initial_cluster_state == InitialClusterState::Existing
+            && self.initial_cluster.is_none()
+        {
+            return Err(ConfigError::InitialCluster(
+                "--initial-cluster-state existing needs --initial-cluster listing the cluster's \
+                 members and this one"
+                    .into(),
+            ));
+        }
         if let Some(ic) = &self.initial_cluster {
             let members = parse_initial_cluster(ic)?;
             if !members.iter().any(|m| m.name == self.name) {
@@ -213,6 +233,15 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// What `--initial-cluster` describes: a cluster to bootstrap, or one this member was added to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitialClusterState {
+    /// Bootstrap the listed members as a new cluster.
+    New,
+    /// The cluster exists and already lists this member (added with `member add`).
+    Existing,
 }
 
 /// Parses `name=url,name=url`.

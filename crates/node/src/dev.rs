@@ -31,6 +31,7 @@ pub fn member_configs(dev: &DevConfig, data_dir: &std::path::Path) -> Vec<NodeCo
             advertise_client: None,
             advertise_peer: None,
             initial_cluster: Some(initial.clone()),
+            initial_cluster_state: crate::config::InitialClusterState::New,
             join: None,
             cluster_token: "flotilla-dev".into(),
             tick_ms: dev.tick_ms,

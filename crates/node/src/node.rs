@@ -80,6 +80,7 @@ async fn join(cfg: &NodeConfig, endpoints: &str) -> anyhow::Result<(u64, NodeId,
                         name: cfg.name.clone(),
                         peer_urls: vec![cfg.peer_url()],
                         client_urls: vec![cfg.client_url()],
+                        voter: false,
                     })
                     .await
                     .map_err(|status| join_refusal(&cfg.peer_url(), &st, status))?
@@ -108,6 +109,54 @@ async fn join(cfg: &NodeConfig, endpoints: &str) -> anyhow::Result<(u64, NodeId,
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(last_err.unwrap_or_else(|| anyhow::anyhow!("--join lists no endpoint")))
+}
+
+/// `--initial-cluster-state existing`: this member was added with `etcdctl member add`; the
+/// other listed members (their Admin service is on the peer port) say which id has this
+/// member's peer URL, and who else is in the cluster.
+async fn adopt(
+    cfg: &NodeConfig,
+    listed: &[config::InitialMember],
+) -> anyhow::Result<(u64, NodeId, Members)> {
+    let me = cfg.peer_url();
+    let mut last_err = None;
+    for attempt in 0..30 {
+        for peer in listed.iter().filter(|m| m.name != cfg.name) {
+            let r: anyhow::Result<(u64, NodeId, Members)> = async {
+                let mut c = AdminClient::connect(peer.peer_url.clone()).await?;
+                let st = c.status(StatusRequest {}).await?.into_inner();
+                let Some(mine) = st.members.iter().find(|m| m.peer_urls.contains(&me)) else {
+                    anyhow::bail!(
+                        "no member of the cluster has this member's peer URL {me}: add it first \
+                         with `etcdctl member add {} --peer-urls={me}`",
+                        cfg.name
+                    );
+                };
+                let mut ms = Members::default();
+                for m in &st.members {
+                    ms.upsert(Member {
+                        id: m.id,
+                        name: m.name.clone(),
+                        peer_urls: m.peer_urls.clone(),
+                        client_urls: m.client_urls.clone(),
+                        is_learner: m.is_learner,
+                    });
+                }
+                Ok((st.cluster_id, mine.id, ms))
+            }
+            .await;
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::warn!(peer = %peer.peer_url, error = %e, attempt, "finding this member in the existing cluster failed");
+                    last_err = Some(e);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last_err
+        .unwrap_or_else(|| anyhow::anyhow!("--initial-cluster lists no other member to ask")))
 }
 
 /// Words the operator looks for in a failed pod's last log lines: `join refused: member
@@ -152,7 +201,10 @@ async fn identity(
     };
     let given_cluster = bootstrap_cluster_id(cfg, &bootstrap_members);
     if let Some(id) = store.identity()? {
-        if cfg.join.is_none() && cfg.initial_cluster.is_some() {
+        if cfg.join.is_none()
+            && cfg.initial_cluster.is_some()
+            && cfg.initial_cluster_state == config::InitialClusterState::New
+        {
             // The flags describe a cluster: the volume must belong to it (docs/ARCHITECTURE.md identity
             // rule); a mismatch stops the start instead of merging unrelated logs.
             store.set_identity(&MemberIdentity {
@@ -170,8 +222,14 @@ async fn identity(
             members,
         ));
     }
-    if let Some(endpoints) = &cfg.join {
-        let (cluster_id, member_id, members) = join(cfg, endpoints).await?;
+    let joined = match &cfg.join {
+        Some(endpoints) => Some(join(cfg, endpoints).await?),
+        None if cfg.initial_cluster_state == config::InitialClusterState::Existing => {
+            Some(adopt(cfg, &bootstrap_members).await?)
+        }
+        None => None,
+    };
+    if let Some((cluster_id, member_id, members)) = joined {
         store_meta_members(db, &members)?;
         store.set_identity(&MemberIdentity {
             cluster_id,
@@ -226,8 +284,10 @@ fn bootstrap_cluster_id(cfg: &NodeConfig, members: &[config::InitialMember]) -> 
 }
 
 /// Rebuilds member metadata on restart: the snapshot's list if there is one, then every
-/// configuration change still in the log.
+/// configuration change still in the log (a removal only once committed: an uncommitted one
+/// may yet be replaced).
 fn rebuild_members(store: &WalLogStore, mut members: Members) -> anyhow::Result<Members> {
+    let committed = store.initial_state()?.0.commit;
     let snap = store.snapshot()?;
     if !snap.is_empty()
         && let Ok((m, _)) = members::decode_snapshot(&snap.data)
@@ -244,9 +304,14 @@ fn rebuild_members(store: &WalLogStore, mut members: Members) -> anyhow::Result<
         for e in &batch {
             if e.kind == EntryKind::ConfChange
                 && let Some(cc) = crate::member::roster::decode_conf_change(&e.data)
-                && let Some(m) = crate::member::roster::member_of(&cc)
             {
-                members.upsert(m);
+                if cc.kind == flotilla_raft::ConfChangeKind::RemoveNode {
+                    if e.index <= committed {
+                        members.remove(cc.node_id);
+                    }
+                } else if let Some(m) = crate::member::roster::member_of(&cc) {
+                    members.upsert(m);
+                }
             }
             // Peer URL updates applied before a restart are not applied again.
             if e.kind == EntryKind::Normal
@@ -267,7 +332,32 @@ fn rebuild_members(store: &WalLogStore, mut members: Members) -> anyhow::Result<
     Ok(members)
 }
 
-/// Runs one member until `shutdown` resolves, then hands off leadership and stops cleanly.
+/// The error `run` ends with when this member was removed from the cluster: the process
+/// exits non-zero, and its data dir must be wiped before the member can join again.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "member {member:016x} was removed from cluster {cluster:016x}: it stopped serving; \
+     remove its data dir ({data_dir}) before it joins again as a new member"
+)]
+pub struct RemovedFromCluster {
+    /// This member.
+    pub member: NodeId,
+    /// Its cluster.
+    pub cluster: u64,
+    /// Its data dir.
+    pub data_dir: String,
+}
+
+/// Resolves once this member learns it was removed from the cluster.
+async fn removed(mut status: watch::Receiver<NodeStatus>) {
+    if status.wait_for(NodeStatus::self_removed).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs one member until `shutdown` resolves, then hands off leadership and stops cleanly. A
+/// member that learns it was removed stops serving at once and returns
+/// [`RemovedFromCluster`], as etcd does.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     cfg.validate()?;
     let opened = open_storage(&cfg).await?;
@@ -286,10 +376,24 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     );
 
     let discovery = tokio::spawn(discover_client_urls(member.handle.clone()));
-    shutdown.await;
+    let was_removed = tokio::select! {
+        () = shutdown => false,
+        () = removed(member.status_rx.clone()) => true,
+    };
     discovery.abort();
-    tracing::info!("shutting down");
-    graceful_handoff(&member.handle).await;
+    if was_removed {
+        // No hand-off: a removed member leads nothing and must not answer clients with data
+        // the cluster no longer replicates to it.
+        let _ = stop_tx.send(true);
+        tracing::error!(
+            member = format!("{:x}", ident.member_id),
+            cluster = format!("{:x}", ident.cluster_id),
+            "this member was removed from the cluster; stopping"
+        );
+    } else {
+        tracing::info!("shutting down");
+        graceful_handoff(&member.handle).await;
+    }
     member.handle.shutdown().await;
     let _ = stop_tx.send(true);
     for t in servers {
@@ -299,6 +403,14 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let _ = tokio::task::spawn_blocking(move || loop_thread.join()).await;
     db.flush_async().await.ok();
     tracing::info!("stopped");
+    if was_removed {
+        return Err(RemovedFromCluster {
+            member: ident.member_id,
+            cluster: ident.cluster_id,
+            data_dir: cfg.data_dir.display().to_string(),
+        }
+        .into());
+    }
     Ok(())
 }
 
@@ -385,6 +497,7 @@ fn start_member(cfg: &NodeConfig, o: Opened) -> anyhow::Result<RunningMember> {
         caught_up_once: false,
         revision: 0,
         db_size: 0,
+        removed: Default::default(),
     };
     let (status_tx, status_rx) = watch::channel(initial);
     let (applied_tx, applied_rx) = watch::channel(o.applied);
@@ -418,7 +531,7 @@ fn start_member(cfg: &NodeConfig, o: Opened) -> anyhow::Result<RunningMember> {
         .name("raft-loop".into())
         .spawn(move || raft_loop.run(loop_rx))?;
 
-    let handle = NodeHandle::new(
+    let mut handle = NodeHandle::new(
         loop_tx,
         status_rx.clone(),
         applied_rx,
@@ -431,6 +544,7 @@ fn start_member(cfg: &NodeConfig, o: Opened) -> anyhow::Result<RunningMember> {
         cfg.request_timeout(),
         cfg.max_request_bytes,
     );
+    handle.election_timeout = Duration::from_millis(cfg.tick_ms * u64::from(cfg.election_ticks));
     Ok(RunningMember {
         handle,
         loop_thread,

@@ -28,6 +28,11 @@ pub const JOIN_REFUSED_MARKER: &str = "Peer URLs already exists";
 /// <16 hex digits> (<name>) already has peer URL …`).
 pub const JOIN_REFUSED_HOLDER: &str = "join refused: member ";
 
+/// What a member that learned it was removed exits with (`member <16 hex digits> was removed
+/// from cluster <16 hex digits>: …`): the pod holds an identity the configuration no longer
+/// has, and no Status call can tell, since the member no longer serves.
+pub const REMOVED_MARKER: &str = " was removed from cluster ";
+
 /// The label the StatefulSet controller puts on each pod: the revision of its template.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 
@@ -66,6 +71,8 @@ fn pod_view(
             id: s.id,
             cluster_id: s.cluster_id,
         }
+    } else if let Some((id, cluster_id)) = last_termination(pod).and_then(removed_identity) {
+        NodeIdentity::Member { id, cluster_id }
     } else if let Some(holder) = join_refused(pod) {
         NodeIdentity::JoinRefused { holder }
     } else {
@@ -136,6 +143,41 @@ fn join_refused(pod: &Pod) -> Option<Option<u64>> {
             .find(|m| m.contains(JOIN_REFUSED_MARKER))?;
         Some(refusal_holder(m))
     })
+}
+
+/// The newest termination message of the `flotilla` container while it is not running.
+fn last_termination(pod: &Pod) -> Option<&str> {
+    let c = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == CONTAINER)?;
+    let state = c.state.as_ref();
+    if state.is_some_and(|s| s.running.is_some()) {
+        return None;
+    }
+    let now = state
+        .and_then(|s| s.terminated.as_ref())
+        .and_then(|t| t.message.as_deref());
+    let last = c
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .and_then(|t| t.message.as_deref());
+    now.or(last)
+}
+
+/// The (member id, cluster id) a removed member's last words name.
+pub fn removed_identity(log: &str) -> Option<(u64, u64)> {
+    let at = log.rfind(REMOVED_MARKER)?;
+    let id = log.get(at.checked_sub(16)?..at)?;
+    let cluster = log.get(at + REMOVED_MARKER.len()..at + REMOVED_MARKER.len() + 16)?;
+    Some((
+        u64::from_str_radix(id, 16).ok()?,
+        u64::from_str_radix(cluster, 16).ok()?,
+    ))
 }
 
 /// The member id in the last refusal of a log tail.
@@ -368,5 +410,41 @@ mod tests {
         assert_eq!(o.desired, 3);
         assert_eq!(o.sts_replicas, Some(2));
         assert_eq!(o.cluster.expect("cluster").leader_id, 0);
+    }
+
+    #[test]
+    fn a_removed_members_last_words_name_its_identity() {
+        // What `flotilla node` prints when it learns it was removed (node::RemovedFromCluster).
+        let log = "2026-11-25T19:00:00Z ERROR this member was removed from the cluster; stopping\n\
+                   Error: member 00000000000000ab was removed from cluster 0000000000000007: it \
+                   stopped serving; remove its data dir (/data) before it joins again";
+        assert_eq!(removed_identity(log), Some((0xab, 7)));
+        assert_eq!(
+            removed_identity("member xyz was removed from cluster 7"),
+            None
+        );
+        let rc = cluster(3);
+        let names = Names::of(&rc).expect("names");
+        let inputs = Inputs {
+            pods: vec![pod(
+                json!({"metadata": {"name": "demo-2"}, "status": {"phase": "Running",
+                "containerStatuses": [{"name": "flotilla", "image": "i", "imageID": "", "ready": false,
+                    "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "message": log}}}]}}),
+            )],
+            ..Inputs::default()
+        };
+        let o = observed(&rc, &names, &inputs, Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            o.pods[0].node,
+            NodeIdentity::Member {
+                id: 0xab,
+                cluster_id: 7
+            }
+        );
+        assert_eq!(
+            o.pods[0].term, 0,
+            "no Status answered: the identity carries no term"
+        );
     }
 }

@@ -120,8 +120,10 @@ impl ConfHistory {
         let id = cc.node_id;
         let invalid = |why: String| Err(ProposeError::InvalidConfChange(why));
         match cc.kind {
-            ConfChangeKind::AddLearner if id == NO_NODE => invalid("node id 0 is reserved".into()),
-            ConfChangeKind::AddLearner if conf.contains(id) => {
+            ConfChangeKind::AddLearner | ConfChangeKind::AddNode if id == NO_NODE => {
+                invalid("node id 0 is reserved".into())
+            }
+            ConfChangeKind::AddLearner | ConfChangeKind::AddNode if conf.contains(id) => {
                 invalid(format!("{id} is already a member"))
             }
             ConfChangeKind::PromoteLearner if !conf.learners.contains(&id) => {
@@ -134,7 +136,9 @@ impl ConfHistory {
             ConfChangeKind::RemoveNode if conf.voters.len() == 1 && conf.voters.contains(&id) => {
                 invalid("cannot remove the last voter".into())
             }
-            ConfChangeKind::AddLearner | ConfChangeKind::RemoveNode => Ok(()),
+            ConfChangeKind::AddLearner | ConfChangeKind::AddNode | ConfChangeKind::RemoveNode => {
+                Ok(())
+            }
         }
     }
 }

@@ -93,6 +93,11 @@ pub enum ConfChangeKind {
     PromoteLearner,
     /// Remove a voter or a learner.
     RemoveNode,
+    /// Add a new voting member directly (etcd's `member add` without `--learner`). Still one
+    /// server at a time, so any old and new majority overlap (thesis §4.1); the new voter
+    /// counts towards the quorum at once, which is why the node refuses it unless enough
+    /// members are up (etcd's strict reconfiguration check).
+    AddNode,
 }
 
 /// A membership change as it travels in a [`EntryKind::ConfChange`] entry.
@@ -277,6 +282,7 @@ impl ConfChange {
             ConfChangeKind::AddLearner => 1,
             ConfChangeKind::PromoteLearner => 2,
             ConfChangeKind::RemoveNode => 3,
+            ConfChangeKind::AddNode => 4,
         });
         out.extend_from_slice(&self.node_id.to_le_bytes());
         out.extend_from_slice(&self.context);
@@ -289,6 +295,7 @@ impl ConfChange {
             1 => ConfChangeKind::AddLearner,
             2 => ConfChangeKind::PromoteLearner,
             3 => ConfChangeKind::RemoveNode,
+            4 => ConfChangeKind::AddNode,
             _ => return None,
         };
         let id: [u8; 8] = data.get(1..9)?.try_into().ok()?;
@@ -322,6 +329,11 @@ impl ConfState {
                 next.voters.remove(&id);
                 next.learners.remove(&id);
             }
+            ConfChangeKind::AddNode => {
+                if id != NO_NODE && !self.contains(id) {
+                    next.voters.insert(id);
+                }
+            }
         }
         next
     }
@@ -337,6 +349,7 @@ mod tests {
             ConfChangeKind::AddLearner,
             ConfChangeKind::PromoteLearner,
             ConfChangeKind::RemoveNode,
+            ConfChangeKind::AddNode,
         ] {
             let cc = ConfChange {
                 kind,

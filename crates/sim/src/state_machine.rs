@@ -110,5 +110,10 @@ pub fn apply_conf_change(conf: &mut ConfState, cc: &ConfChange) {
             conf.learners.remove(&cc.node_id);
             conf.voters.remove(&cc.node_id);
         }
+        ConfChangeKind::AddNode => {
+            if !conf.contains(cc.node_id) {
+                conf.voters.insert(cc.node_id);
+            }
+        }
     }
 }

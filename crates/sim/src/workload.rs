@@ -113,6 +113,11 @@ impl Sim {
         if !learners.is_empty() && voters.len() < MAX_VOTERS {
             options.push(ConfChangeKind::PromoteLearner);
         }
+        // A voter added directly (etcd's `member add` without `--learner`) starts empty and
+        // counts towards the quorum at once.
+        if voters.len() < MAX_VOTERS && voters.len() + learners.len() < MAX_VOTERS + 1 {
+            options.push(ConfChangeKind::AddNode);
+        }
         if voters.len() > MIN_VOTERS || !learners.is_empty() {
             options.push(ConfChangeKind::RemoveNode);
         }
@@ -120,7 +125,7 @@ impl Sim {
             return Ok(());
         };
         let node_id = match kind {
-            ConfChangeKind::AddLearner => self.next_node_id,
+            ConfChangeKind::AddLearner | ConfChangeKind::AddNode => self.next_node_id,
             ConfChangeKind::PromoteLearner => self.work_rng.pick(&learners).unwrap_or(0),
             ConfChangeKind::RemoveNode => {
                 let pool = if voters.len() > MIN_VOTERS
@@ -142,7 +147,7 @@ impl Sim {
         let result = self.propose_conf_change(leader, cc);
         if result.is_ok() {
             self.stats.conf_changes += 1;
-            if kind == ConfChangeKind::AddLearner {
+            if matches!(kind, ConfChangeKind::AddLearner | ConfChangeKind::AddNode) {
                 self.start_joiner(node_id)?;
             }
         }

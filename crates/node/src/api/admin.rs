@@ -99,8 +99,8 @@ async fn leader_client(
     Ok(Some(AdminClient::new(node.peers.channel(&url)?)))
 }
 
-/// Adds a learner (on the leader); returns its new id.
-pub async fn add_learner(node: &NodeHandle, req: AddLearnerRequest) -> Result<NodeId, Status> {
+/// Adds a member (on the leader) — a learner, or with `req.voter` a voter; returns its new id.
+pub async fn add_member(node: &NodeHandle, req: AddLearnerRequest) -> Result<NodeId, Status> {
     if req.peer_urls.is_empty() {
         return Err(Status::invalid_argument(
             "etcdserver: peer URLs are required",
@@ -117,6 +117,12 @@ pub async fn add_learner(node: &NodeHandle, req: AddLearnerRequest) -> Result<No
     {
         return Err(ServerError::MemberExists.into());
     }
+    let kind = if req.voter {
+        check_enough_started_for_voter(&st, node.election_timeout)?;
+        ConfChangeKind::AddNode
+    } else {
+        ConfChangeKind::AddLearner
+    };
     let mut id: NodeId = 0;
     while id == 0 || st.member(id).is_some() {
         id = rand::random();
@@ -126,9 +132,40 @@ pub async fn add_learner(node: &NodeHandle, req: AddLearnerRequest) -> Result<No
         peer_urls: req.peer_urls,
         client_urls: req.client_urls,
     };
-    node.conf_change(member_conf_change(ConfChangeKind::AddLearner, id, &ctx))
-        .await?;
+    node.conf_change(member_conf_change(kind, id, &ctx)).await?;
     Ok(id)
+}
+
+/// etcd's strict reconfiguration check for a new voter: it counts towards the quorum at once
+/// but has not started, so the voters that are up (the leader itself, and those heard from
+/// within the last election timeout whose stream is intact — a member killed a moment ago
+/// already broke its connection) must make a quorum of the grown configuration. Without it,
+/// adding a voter to a cluster with a member down could stop every write until the new
+/// member catches up. (Not the core's `recent_active`: it is cleared for everyone at each
+/// election timeout until the next heartbeat answers.)
+pub fn check_enough_started_for_voter(
+    st: &NodeStatus,
+    election_timeout: std::time::Duration,
+) -> Result<(), ServerError> {
+    let within = u64::try_from(election_timeout.as_millis()).unwrap_or(u64::MAX);
+    let voters: Vec<&crate::contract::Member> =
+        st.members.iter().filter(|m| !m.is_learner).collect();
+    let started = voters
+        .iter()
+        .filter(|m| {
+            m.id == st.id
+                || st
+                    .progress
+                    .get(&m.id)
+                    .is_some_and(|p| p.replicating && p.last_contact_ms <= within)
+        })
+        .count();
+    let grown = voters.len() + 1;
+    let quorum = grown / 2 + 1;
+    if started < quorum {
+        return Err(ServerError::NotEnoughStartedMembers);
+    }
+    Ok(())
 }
 
 /// Promotes a caught-up learner (on the leader).
@@ -233,7 +270,7 @@ impl Admin for AdminService {
         &self,
         request: Request<AddLearnerRequest>,
     ) -> Result<Response<AddLearnerResponse>, Status> {
-        let r = add_learner(&self.node, request.into_inner())
+        let r = add_member(&self.node, request.into_inner())
             .await
             .map(|id| {
                 Response::new(AddLearnerResponse {

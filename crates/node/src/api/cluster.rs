@@ -1,9 +1,12 @@
 //! etcd's Cluster service: MemberList, MemberAdd, MemberRemove, MemberPromote, MemberUpdate.
 //!
-//! MemberAdd without `--learner` is refused: adding a voter that has not started (and so has
-//! no log) lowers availability at once — a 3-member cluster with one unstarted voter has 4
-//! voters and loses quorum with the next failure — and Flotilla's single-server rule is that
-//! every member joins as a learner and is promoted once caught up. The error says so.
+//! MemberAdd adds a learner with `--learner` and a voter without, as etcd does. A voter that
+//! has not started (and so has no log) counts towards the quorum at once — a 3-member cluster
+//! with one unstarted voter has 4 voters and loses quorum with the next failure — so, like
+//! etcd's strict reconfiguration check, it is refused unless the members already up make a
+//! quorum of the grown configuration. The new member then starts with `--initial-cluster`
+//! naming every member and `--initial-cluster-state existing`, as with etcd. The operator and
+//! `--join` keep adding learners and promoting them once caught up.
 //!
 //! MemberUpdate checks its request as etcd does (an unknown id is etcd's "member not found",
 //! NOT_FOUND; peer URLs are required and may not belong to another member), then writes a
@@ -83,29 +86,24 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberAddResponse>, Status> {
         let req = request.into_inner();
         let r = async {
-            if !req.is_learner {
-                return Err(Status::failed_precondition(
-                    "etcdserver: flotilla adds members as learners only: use `member add \
-                     --learner`, start the member, then `member promote` once it caught up",
-                ));
-            }
             // etcd 3.4 admits one learner at a time (its `maxLearners`); the operator's and
             // `--join`'s Admin path is not bound by it. etcd checks for a taken peer URL
-            // first, and `add_learner` reports that one.
+            // first, and `add_member` reports that one.
             let st = self.node.status();
             let url_taken = st
                 .members
                 .iter()
                 .any(|m| m.peer_urls.iter().any(|u| req.peer_ur_ls.contains(u)));
-            if !url_taken && st.members.iter().any(|m| m.is_learner) {
+            if req.is_learner && !url_taken && st.members.iter().any(|m| m.is_learner) {
                 return Err(ServerError::TooManyLearners.into());
             }
-            let id = admin::add_learner(
+            let id = admin::add_member(
                 &self.node,
                 AddLearnerRequest {
                     name: String::new(),
                     peer_urls: req.peer_ur_ls.clone(),
                     client_urls: Vec::new(),
+                    voter: !req.is_learner,
                 },
             )
             .await?;
@@ -116,7 +114,7 @@ impl Cluster for ClusterService {
                     name: String::new(),
                     peer_ur_ls: req.peer_ur_ls,
                     client_ur_ls: Vec::new(),
-                    is_learner: true,
+                    is_learner: req.is_learner,
                 }),
                 members: self.members(),
             })

@@ -57,6 +57,12 @@ pub enum Command {
     /// Metadata another member reported about itself (its client URLs), merged into the
     /// member list; never changes who is a member.
     LearnMember(Member),
+    /// A peer answered that this member was removed from the cluster (it was away when its
+    /// removal was applied, so it never applied the entry itself).
+    Removed {
+        /// The peer that said so.
+        by: NodeId,
+    },
     /// Sync and stop.
     Shutdown {
         /// Answered once the store is synced.

@@ -25,6 +25,13 @@ pub enum ServerError {
     /// A learner would be added while etcd's maximum (one) is already in the cluster.
     #[error("etcdserver: too many learner members in cluster")]
     TooManyLearners,
+    /// A voter would be added while too few members are up for the grown configuration to
+    /// have a quorum (etcd's strict reconfiguration check).
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// This member was removed from the cluster and no longer serves.
+    #[error("etcdserver: the member has been permanently removed from the cluster")]
+    MemberRemoved,
     /// The request did not complete in time.
     #[error("etcdserver: request timed out")]
     Timeout,
@@ -128,7 +135,9 @@ impl From<ServerError> for tonic::Status {
             ServerError::MemberExists
             | ServerError::LeaderOnly
             | ServerError::BadLeaderTransferee
-            | ServerError::TooManyLearners => Code::FailedPrecondition,
+            | ServerError::TooManyLearners
+            | ServerError::NotEnoughStartedMembers => Code::FailedPrecondition,
+            ServerError::MemberRemoved => Code::FailedPrecondition,
             ServerError::LearnerNotReady { .. } | ServerError::InvalidConfChange(_) => {
                 Code::FailedPrecondition
             }

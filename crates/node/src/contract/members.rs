@@ -6,7 +6,7 @@
 //! snapshot knows how to reach everyone. The roles always come from the core's `ConfState`,
 //! never from this map, so the two cannot disagree about who votes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use flotilla_raft::{ConfState, NodeId};
 use serde::{Deserialize, Serialize};
@@ -27,11 +27,17 @@ pub struct Member {
     pub is_learner: bool,
 }
 
-/// Metadata of every member ever learned about, keyed by id.
+/// Metadata of every member ever learned about, keyed by id, and the ids whose removal was
+/// applied. Ids are random and never reused, so a removed id is removed for good: a message
+/// from one is answered with "removed", which is how a member that was away when it was
+/// removed learns it (etcd's peers answer such a member the same way).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Members {
     /// By id.
     pub by_id: BTreeMap<NodeId, Member>,
+    /// Members whose removal was committed and applied.
+    #[serde(default)]
+    pub removed: BTreeSet<NodeId>,
 }
 
 impl Members {
@@ -52,9 +58,10 @@ impl Members {
         }
     }
 
-    /// Forgets a removed member.
+    /// Forgets a removed member and remembers that it was removed.
     pub fn remove(&mut self, id: NodeId) {
         self.by_id.remove(&id);
+        self.removed.insert(id);
     }
 
     /// The members of `cs`, voters first, with their roles set from `cs`.

@@ -4,7 +4,7 @@
 //! A plain value on a `watch` channel rather than calls into the Raft loop: readers never wait
 //! on the loop, and the loop publishes at its own pace (see `member::publish`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use flotilla_raft::{NodeId, Role};
 
@@ -46,6 +46,8 @@ pub struct NodeStatus {
     pub revision: i64,
     /// Size of the database on disk.
     pub db_size: i64,
+    /// Members whose removal was applied (this one included, once it learns of its own).
+    pub removed: BTreeSet<NodeId>,
 }
 
 /// A follower's replication progress as the leader sees it.
@@ -63,12 +65,20 @@ pub struct PeerProgress {
     pub last_contact_ms: u64,
     /// The core would accept its promotion now (see `flotilla_raft::ProgressStatus`).
     pub caught_up: bool,
+    /// Appends stream to it (the core's Replicate state). A peer whose connection broke is
+    /// reported unreachable and drops to probing at once, long before `recent_active` lapses.
+    pub replicating: bool,
 }
 
 impl NodeStatus {
     /// A member with a known leader that has applied up to the commit index it saw then.
     pub fn ready(&self) -> bool {
         self.leader != 0 && self.caught_up_once && self.applied >= self.ready_commit_target
+    }
+
+    /// Whether this member was removed from the cluster: it must stop serving.
+    pub fn self_removed(&self) -> bool {
+        self.removed.contains(&self.id)
     }
 
     /// Whether this member is the leader.

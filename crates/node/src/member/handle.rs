@@ -44,6 +44,8 @@ pub struct NodeHandle {
     pub request_timeout: Duration,
     /// Largest accepted request.
     pub max_request_bytes: usize,
+    /// The Raft election timeout (a peer not heard from for this long is not up).
+    pub election_timeout: Duration,
 }
 
 impl NodeHandle {
@@ -74,6 +76,7 @@ impl NodeHandle {
             cluster_id,
             request_timeout,
             max_request_bytes,
+            election_timeout: Duration::from_secs(1),
         }
     }
 

@@ -119,6 +119,7 @@ impl Publisher {
                     is_learner: p.is_learner,
                     last_contact_ms: p.ticks_since_contact * self.tick.as_millis() as u64,
                     caught_up: p.caught_up,
+                    replicating: p.state == flotilla_raft::ProgressState::Replicate,
                 },
             );
             if *id != st.id {
@@ -151,6 +152,7 @@ impl Publisher {
             caught_up_once: self.ready_target.is_some(),
             revision,
             db_size: self.db_size,
+            removed: members.removed.clone(),
         };
         self.status_tx.send_replace(status);
     }

@@ -218,6 +218,11 @@ impl RaftLoop {
                     self.applier.update_view(true);
                 }
             }
+            Command::Removed { by } => {
+                if self.applier.roster.removed_self(self.applier.self_id, by) {
+                    self.applier.publisher.mark();
+                }
+            }
             Command::Shutdown { reply } => return Some(reply),
         }
         None

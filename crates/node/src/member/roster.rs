@@ -66,12 +66,28 @@ impl Roster {
         if let Some(cc) = decode_conf_change(&e.data)
             && matches!(
                 cc.kind,
-                ConfChangeKind::AddLearner | ConfChangeKind::PromoteLearner
+                ConfChangeKind::AddLearner
+                    | ConfChangeKind::AddNode
+                    | ConfChangeKind::PromoteLearner
             )
             && let Some(m) = member_of(&cc)
         {
             self.members.upsert(m);
         }
+    }
+
+    /// A peer says this member was removed; returns whether that is news.
+    pub fn removed_self(&mut self, self_id: NodeId, by: NodeId) -> bool {
+        if self.members.removed.contains(&self_id) {
+            return false;
+        }
+        tracing::error!(
+            member = format!("{self_id:x}"),
+            peer = format!("{by:x}"),
+            "a peer says this member was removed from the cluster"
+        );
+        self.members.remove(self_id);
+        true
     }
 
     /// A configuration change entry was applied.

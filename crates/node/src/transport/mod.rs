@@ -32,6 +32,17 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::contract::{Command, ForwardFuture, Outbox, ServerError};
 
+/// How a peer's refusal of a removed member's message begins: the sender recognises it and
+/// learns that it was removed (`Command::Removed`).
+pub const REMOVED_MARK: &str = "flotilla: removed member: ";
+
+/// The refusal of a message from `from`, whose removal this member applied.
+pub fn removed_refusal(from: NodeId) -> tonic::Status {
+    tonic::Status::failed_precondition(format!(
+        "{REMOVED_MARK}{from:x} was removed from the cluster"
+    ))
+}
+
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
 /// Snapshot data per chunk.
@@ -224,6 +235,9 @@ async fn peer_task(
                 },
                 r = &mut call => {
                     if let Ok(Err(s)) = r {
+                        if s.message().starts_with(REMOVED_MARK) {
+                            let _ = loop_tx.send(Command::Removed { by: id });
+                        }
                         tracing::debug!(peer = %url, status = %s, "peer stream ended");
                     }
                     break;

@@ -81,6 +81,9 @@ impl PeerService {
                 msg.to, self.node.id
             )));
         }
+        if self.node.status.borrow().removed.contains(&msg.from) {
+            return Err(super::removed_refusal(msg.from));
+        }
         if matches!(msg.body, MessageBody::HeartbeatResponse { .. })
             && let Ok(mut hb) = self.heartbeat_sent.lock()
             && let Some(sent) = hb.remove(&msg.from)
