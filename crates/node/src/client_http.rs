@@ -29,6 +29,7 @@ pub fn routes(node: NodeHandle) -> tonic::service::Routes {
         .route("/health", get(health))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/version", get(version))
         .with_state(node.clone());
     crate::gateway::router(node)
         .merge(health)
@@ -56,6 +57,16 @@ async fn health(State(node): State<NodeHandle>) -> Response {
         }
     };
     (code, axum::Json(body)).into_response()
+}
+
+/// etcd's `/version`: the server's and the cluster's API level, plus Flotilla's own release.
+async fn version() -> Response {
+    axum::Json(json!({
+        "etcdserver": crate::api::maintenance::ETCD_API_VERSION,
+        "etcdcluster": crate::api::maintenance::ETCD_API_VERSION,
+        "flotilla": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
 }
 
 async fn readyz(State(node): State<NodeHandle>) -> Response {

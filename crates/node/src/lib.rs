@@ -34,6 +34,7 @@ pub mod contract;
 pub mod dev;
 pub mod gateway;
 pub mod http;
+pub mod log_limit;
 pub mod member;
 pub mod metrics;
 pub mod mvcc;

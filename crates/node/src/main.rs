@@ -18,6 +18,9 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_env("FLOTILLA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: `kubectl logs`, journald and log
+        // files get plain `key=value` text that grep and log pipelines can read.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     if let Command::Snapshot(cmd) = &cli.command {

@@ -82,6 +82,18 @@ fn health_livez_and_readyz_answer_as_etcd_on_the_client_port() {
     );
     assert_eq!(http(port, "GET", "/livez"), (200, "ok".to_string()));
     assert_eq!(http(port, "GET", "/readyz"), (200, "ok".to_string()));
+    // The API level, as etcd's `/version`, and in Status (what `endpoint status` prints).
+    let (code, body) = http(port, "GET", "/version");
+    assert_eq!(code, 200, "{body}");
+    let v = json_of(&body);
+    assert_eq!(v["etcdserver"], "3.4.0", "{body}");
+    assert_eq!(v["etcdcluster"], "3.4.0", "{body}");
+    assert_eq!(v["flotilla"], env!("CARGO_PKG_VERSION"), "{body}");
+    let status = common::etcdctl_ok(&c.members[f].endpoint(), &["endpoint", "status"]);
+    assert!(
+        status.contains(&format!("3.4.0+flotilla.{}", env!("CARGO_PKG_VERSION"))),
+        "{status}"
+    );
 
     // Without a majority the member cannot serve a linearizable read: unhealthy, still live.
     for i in 0..3 {

@@ -33,8 +33,15 @@ use crate::contract::ServerError;
 use crate::contract::members::{self, Members};
 use crate::member::handle::NodeHandle;
 
-/// The version string reported by Status: etcdctl prints it, and clients compare it.
-pub const VERSION: &str = "3.4.0";
+/// The etcd API level served: etcd 3.4's v3 API (its `rpc.proto`), plus etcd 3.5's
+/// `/livez` and `/readyz`. Clients compare the major.minor of a server's version.
+pub const ETCD_API_VERSION: &str = "3.4.0";
+
+/// The version Status reports (and `/version`'s `etcdserver`): the etcd API level, with
+/// Flotilla's own release as semver build metadata — `3.4.0+flotilla.0.1.0`. Clients that
+/// check the API level read `3.4` as they would from etcd (build metadata never changes a
+/// semver comparison), and a person reading `etcdctl endpoint status` sees it is not etcd.
+pub const VERSION: &str = concat!("3.4.0+flotilla.", env!("CARGO_PKG_VERSION"));
 
 /// The Maintenance service.
 #[derive(Clone)]

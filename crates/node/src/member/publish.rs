@@ -16,10 +16,14 @@ use tokio::sync::watch;
 
 use super::state_machine::StateMachine;
 use crate::contract::{Members, NodeStatus, PeerProgress};
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 
 /// The most routine progress waits to be published.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(10);
+/// At most one "campaigning" line per this interval (the others are counted).
+const CAMPAIGN_LOG_EVERY: Duration = Duration::from_secs(30);
+
 /// How often the database size (a directory walk) is measured.
 const DB_SIZE_EVERY: Duration = Duration::from_secs(5);
 
@@ -37,6 +41,10 @@ pub struct Publisher {
     ready_target: Option<u64>,
     last_db_size_check: Option<Instant>,
     db_size: i64,
+    /// (term, leader, role) as last logged.
+    logged: (u64, NodeId, Role),
+    /// Campaigns repeat every election timeout while a member is cut off.
+    campaign_log: LogLimit<()>,
 }
 
 impl Publisher {
@@ -59,6 +67,8 @@ impl Publisher {
             ready_target: None,
             last_db_size_check: None,
             db_size: 0,
+            logged: (0, 0, Role::Follower),
+            campaign_log: LogLimit::new(CAMPAIGN_LOG_EVERY),
         }
     }
 
@@ -86,6 +96,60 @@ impl Publisher {
         lost
     }
 
+    /// Logs elections and leader changes, with member ids and terms, as an operator debugging
+    /// an outage needs them: who leads since which term, who campaigns, when a leader is lost.
+    fn log_transition(&mut self, st: &Status) {
+        let now = (st.term, st.leader, st.role);
+        let (term, leader, role) = std::mem::replace(&mut self.logged, now);
+        if now == (term, leader, role) {
+            return;
+        }
+        let me = format!("{:x}", st.id);
+        match st.role {
+            Role::PreCandidate | Role::Candidate if role != st.role || term != st.term => {
+                if let Some(held) = self.campaign_log.allow((), Instant::now()) {
+                    tracing::info!(
+                        member = me,
+                        term = st.term,
+                        pre_vote = st.role == Role::PreCandidate,
+                        previous_leader = format!("{leader:x}"),
+                        campaigns_not_logged = held,
+                        "no leader heard from: campaigning"
+                    );
+                }
+            }
+            Role::Leader if role != Role::Leader => {
+                tracing::info!(member = me, term = st.term, "became the leader");
+            }
+            _ => {}
+        }
+        if role == Role::Leader && st.role != Role::Leader {
+            tracing::warn!(
+                member = me,
+                term = st.term,
+                new_leader = format!("{:x}", st.leader),
+                "stepped down as leader"
+            );
+        }
+        if st.leader != leader && st.role != Role::Leader {
+            if st.leader == 0 {
+                tracing::warn!(
+                    member = me,
+                    term = st.term,
+                    lost_leader = format!("{leader:x}"),
+                    "lost the leader"
+                );
+            } else {
+                tracing::info!(
+                    member = me,
+                    term = st.term,
+                    leader = format!("{:x}", st.leader),
+                    "following a new leader"
+                );
+            }
+        }
+    }
+
     /// Publishes the status and sets the gauges.
     pub fn publish(
         &mut self,
@@ -96,6 +160,7 @@ impl Publisher {
     ) {
         self.last_publish = Instant::now();
         self.publish_now = false;
+        self.log_transition(st);
         if st.leader != 0 && self.ready_target.is_none() {
             self.ready_target = Some(st.commit);
         }

@@ -96,6 +96,18 @@ impl Roster {
             return;
         };
         self.applied_conf = self.applied_conf.apply(&cc);
+        let name = member_of(&cc)
+            .map(|m| m.name)
+            .or_else(|| self.members.by_id.get(&cc.node_id).map(|m| m.name.clone()))
+            .unwrap_or_default();
+        tracing::info!(
+            change = ?cc.kind,
+            member = format!("{:x}", cc.node_id),
+            name,
+            voters = self.applied_conf.voters.len(),
+            learners = self.applied_conf.learners.len(),
+            "membership change applied"
+        );
         match cc.kind {
             ConfChangeKind::RemoveNode => {
                 if cc.node_id == self_id {

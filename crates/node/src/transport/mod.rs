@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::contract::{Command, ForwardFuture, Outbox, ServerError};
+use crate::log_limit::LogLimit;
 
 /// How a peer's refusal of a removed member's message begins: the sender recognises it and
 /// learns that it was removed (`Command::Removed`).
@@ -42,6 +43,9 @@ pub fn removed_refusal(from: NodeId) -> tonic::Status {
         "{REMOVED_MARK}{from:x} was removed from the cluster"
     ))
 }
+
+/// At most one "peer unreachable" line per peer per this interval.
+const UNREACHABLE_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
@@ -184,6 +188,11 @@ async fn peer_task(
     loop_tx: StdSender<Command>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    // A dead peer fails every reconnect: warn on the first failure, then at most every
+    // UNREACHABLE_LOG_EVERY with the count held back, and say when it answers again.
+    let mut log = LogLimit::new(UNREACHABLE_LOG_EVERY);
+    let mut down_since: Option<Instant> = None;
+    let peer = format!("{id:x}");
     loop {
         let channel = match endpoint(&url) {
             Ok(ep) => ep.connect().await,
@@ -194,7 +203,12 @@ async fn peer_task(
         };
         let channel = match channel {
             Ok(c) => c,
-            Err(_) => {
+            Err(e) => {
+                down_since.get_or_insert_with(Instant::now);
+                if let Some(held) = log.allow((), Instant::now()) {
+                    tracing::warn!(peer, url = %url, error = %e, failures_not_logged = held,
+                        "peer unreachable");
+                }
                 // Drop what queued up meanwhile: Raft resends, and stale appends only waste
                 // bandwidth once the peer is back.
                 let mut dropped = false;
@@ -213,6 +227,9 @@ async fn peer_task(
             }
         };
         backoff = Duration::from_millis(50);
+        if let Some(since) = down_since.take() {
+            tracing::info!(peer, url = %url, down_for = ?since.elapsed(), "peer reachable again");
+        }
         let (stream_tx, stream_rx) = mpsc::channel::<RaftEnvelope>(PEER_QUEUE);
         let mut client = PeerClient::new(channel)
             .max_decoding_message_size(usize::MAX)
@@ -238,7 +255,11 @@ async fn peer_task(
                         if s.message().starts_with(REMOVED_MARK) {
                             let _ = loop_tx.send(Command::Removed { by: id });
                         }
-                        tracing::debug!(peer = %url, status = %s, "peer stream ended");
+                        down_since.get_or_insert_with(Instant::now);
+                        if let Some(held) = log.allow((), Instant::now()) {
+                            tracing::warn!(peer, url = %url, status = %s,
+                                failures_not_logged = held, "peer stream ended");
+                        }
                     }
                     break;
                 }

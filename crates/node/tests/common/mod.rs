@@ -136,6 +136,8 @@ pub struct Member {
     pub extra: Vec<String>,
     pub initial_cluster: Option<String>,
     pub join: Option<String>,
+    /// When set, the member logs at INFO into this file (appending across restarts).
+    pub log_to: Option<PathBuf>,
     pub child: Option<Child>,
 }
 
@@ -176,6 +178,14 @@ impl Member {
             } else {
                 Stdio::null()
             });
+        if let Some(path) = &self.log_to {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open the member's log file");
+            cmd.env("FLOTILLA_LOG", "info").stderr(file);
+        }
         if let Some(ic) = &self.initial_cluster {
             cmd.arg("--initial-cluster").arg(ic);
         }
@@ -257,6 +267,7 @@ impl Cluster {
                 extra: extra.iter().map(|s| s.to_string()).collect(),
                 initial_cluster: None,
                 join: None,
+                log_to: None,
                 child: None,
             })
             .collect();
@@ -298,6 +309,7 @@ impl Cluster {
             extra: self.members[0].extra.clone(),
             initial_cluster: None,
             join: Some(join.join(",")),
+            log_to: None,
             child: None,
         });
         self.members.len() - 1
