@@ -28,6 +28,10 @@
 #             retained claims are deleted; the StatefulSet never grows onto them)
 #   metrics   each pod's /metrics (pod IP, through the API server's proxy) and the operator's;
 #             every metric the Grafana dashboard queries exists; reconciles per minute at idle
+#   removed   `etcdctl member remove` of a member behind the operator's back: the member stops
+#             and exits 1 naming itself; the operator reads that from the pod's termination
+#             message, deletes the stale volume and the pod rejoins as a new member (needs pod
+#             IPs routable from here, else SKIPPED)
 #   alerts    a real Prometheus (tests/e2e/prometheus.py) configured from the chart's
 #             PodMonitor, ServiceMonitor and PrometheusRule: every dashboard query returns
 #             data; a member held down fires FlotillaMemberDown for it alone (and
@@ -51,7 +55,7 @@ RC=demo
 TIMEOUT="${E2E_TIMEOUT:-300}"
 HELM="$ROOT/tests/e2e/helm.sh"
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(install scale regrow pods operator kill9 upgrade storage badspec metrics alerts)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(install scale regrow pods removed operator kill9 upgrade storage badspec metrics alerts)
 # Every other scenario works on the cluster `install` creates.
 [ "${SCENARIOS[0]}" = install ] || SCENARIOS=(install "${SCENARIOS[@]}")
 WORK="$(mktemp -d /tmp/flotilla-e2e.XXXXXX)"
@@ -392,6 +396,36 @@ echo "no flotilla process of '"$victim"' found"; exit 1'
   kn logs signaller | sed 's/^/    /'
   [ "$(kn get pod signaller -o jsonpath='{.status.phase}')" = Succeeded ] || die "could not signal flotilla in $victim"
   kn delete pod signaller --wait=false >/dev/null
+}
+
+scenario_removed() {
+  local t=$SECONDS victim="" leader ip id before_restarts
+  leader=$(jp '{.status.leader}')
+  for m in $(jp '{.status.members[*].name}'); do [ "$m" != "$leader" ] && victim=$m; done
+  ip=$(kn get pod "$leader" -o jsonpath='{.status.podIP}')
+  if ! pod_ip_routable "$ip" 2379 2>/dev/null; then
+    echo "    SKIPPED: pod IPs are not routable from here"
+    printf '%-10s %8s %10s %6s  %s\n' removed - - - "SKIPPED: pod IPs not routable" >>"$SUMMARY"
+    return 0
+  fi
+  log "etcdctl member remove $victim behind the operator's back"
+  writer_start w-removed e2e/removed/
+  id=$(member_id "$victim")
+  before_restarts=$(restarts "$victim")
+  ETCDCTL_API=3 etcdctl --endpoints "http://$ip:2379" member remove "$id" | sed 's/^/    /'
+  wait_for "$victim exits (its container restarts)" restarted_since "$victim" "$before_restarts"
+  local words
+  words=$(kn get pod "$victim" -o jsonpath='{.status.containerStatuses[0].lastState.terminated.exitCode} {.status.containerStatuses[0].lastState.terminated.message}')
+  echo "    last words: $(tail -c 300 <<<"$words" | tr '\n' ' ')"
+  [ "${words%% *}" != 0 ] || die "$victim exited 0 after its removal"
+  grep -q "member $id was removed from cluster" <<<"$words" \
+    || die "$victim's termination message does not name its removal"
+  wait_for "$victim rejoined as a new member" member_replaced "$victim" "$id"
+  wait_for "3 voters" settled 3
+  events_have ReplacingRemovedMember || die "no ReplacingRemovedMember Event"
+  echo "    $victim: $id → $(member_id "$victim")"
+  writer_finish w-removed
+  record removed "$t" "$WRITER_ACKED" "$WRITER_LOST"
 }
 
 scenario_kill9() {
