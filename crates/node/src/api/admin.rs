@@ -136,13 +136,19 @@ pub async fn add_member(node: &NodeHandle, req: AddLearnerRequest) -> Result<Nod
     Ok(id)
 }
 
-/// etcd's strict reconfiguration check for a new voter: it counts towards the quorum at once
-/// but has not started, so the voters that are up (the leader itself, and those heard from
-/// within the last election timeout whose stream is intact — a member killed a moment ago
-/// already broke its connection) must make a quorum of the grown configuration. Without it,
-/// adding a voter to a cluster with a member down could stop every write until the new
-/// member catches up. (Not the core's `recent_active`: it is cleared for everyone at each
-/// election timeout until the next heartbeat answers.)
+/// etcd's strict reconfiguration check for a new voter (its `AddMember` with
+/// `--strict-reconfig-check`, on by default). The new voter counts towards the quorum before
+/// it has started, so:
+/// - the voters that have ever started (they have a name: members added by hand have none
+///   until they start) must make a quorum of the grown configuration, else
+///   `NotEnoughStartedMembers`;
+/// - every other voter must be connected now — heard from within an election timeout, its
+///   replication stream intact (a killed peer breaks its connection and is reported
+///   unreachable at once) — else `Unhealthy`: with one of three down, a fourth voter that has
+///   not started would leave two of four, and every write would stop until it catches up.
+///
+/// (Not the core's `recent_active`: it is cleared for everyone at each election timeout
+/// until the next heartbeat answers.)
 pub fn check_enough_started_for_voter(
     st: &NodeStatus,
     election_timeout: std::time::Duration,
@@ -152,18 +158,21 @@ pub fn check_enough_started_for_voter(
         st.members.iter().filter(|m| !m.is_learner).collect();
     let started = voters
         .iter()
-        .filter(|m| {
-            m.id == st.id
-                || st
-                    .progress
-                    .get(&m.id)
-                    .is_some_and(|p| p.replicating && p.last_contact_ms <= within)
-        })
+        .filter(|m| m.id == st.id || !m.name.is_empty())
         .count();
     let grown = voters.len() + 1;
-    let quorum = grown / 2 + 1;
-    if started < quorum {
+    if started < grown / 2 + 1 {
         return Err(ServerError::NotEnoughStartedMembers);
+    }
+    let connected = voters.iter().all(|m| {
+        m.id == st.id
+            || st
+                .progress
+                .get(&m.id)
+                .is_some_and(|p| p.replicating && p.last_contact_ms <= within)
+    });
+    if !connected {
+        return Err(ServerError::Unhealthy);
     }
     Ok(())
 }

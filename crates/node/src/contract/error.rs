@@ -29,6 +29,10 @@ pub enum ServerError {
     /// have a quorum (etcd's strict reconfiguration check).
     #[error("etcdserver: re-configuration failed due to not enough started members")]
     NotEnoughStartedMembers,
+    /// A membership change that needs every voter connected, while one is not (etcd's
+    /// `ErrGRPCUnhealthy`).
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     /// This member was removed from the cluster and no longer serves.
     #[error("etcdserver: the member has been permanently removed from the cluster")]
     MemberRemoved,
@@ -138,6 +142,7 @@ impl From<ServerError> for tonic::Status {
             | ServerError::TooManyLearners
             | ServerError::NotEnoughStartedMembers => Code::FailedPrecondition,
             ServerError::MemberRemoved => Code::FailedPrecondition,
+            ServerError::Unhealthy => Code::Unavailable,
             ServerError::LearnerNotReady { .. } | ServerError::InvalidConfChange(_) => {
                 Code::FailedPrecondition
             }
