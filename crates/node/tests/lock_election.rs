@@ -9,9 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Cluster, etcdctl_path, wait_until};
-use etcd_client::{
-    Client, Error, GetOptions, LockOptions, ProclaimOptions, ResignOptions,
-};
+use etcd_client::{Client, Error, GetOptions, LockOptions, ProclaimOptions, ResignOptions};
 
 /// Bound on anything that should happen.
 const SOON: Duration = Duration::from_secs(15);
@@ -110,7 +108,9 @@ fn second_locker_blocks_until_the_first_unlocks() {
 
         let unlocked = a.unlock(k1.clone()).await.expect("unlock");
         let unlock_rev = unlocked.header().expect("header").revision();
-        let k2 = done(waiter, "the waiter's lock").await.expect("lock after unlock");
+        let k2 = done(waiter, "the waiter's lock")
+            .await
+            .expect("lock after unlock");
         assert_eq!(k2, format!("lk/{l2:x}").into_bytes());
         assert_eq!(keys_under(&mut a, "lk/").await, [format!("lk/{l2:x}")]);
 
@@ -138,7 +138,9 @@ fn the_lock_goes_with_its_lease_revoked_or_expired() {
         let mut waiter = spawn_lock(&ep, "lease-lk", next);
         still_blocked(&mut waiter).await;
         a.lease_revoke(holder).await.expect("revoke");
-        done(waiter, "lock after revoke").await.expect("lock after revoke");
+        done(waiter, "lock after revoke")
+            .await
+            .expect("lock after revoke");
 
         // A short TTL that is never kept alive: the lock passes on when it expires.
         let short = grant(&mut a, 2).await;
@@ -146,9 +148,14 @@ fn the_lock_goes_with_its_lease_revoked_or_expired() {
         lock(&mut a, "ttl-lk", short).await.expect("lock ttl-lk");
         let mut waiter = spawn_lock(&ep, "ttl-lk", after);
         still_blocked(&mut waiter).await;
-        let k = done(waiter, "lock after expiry").await.expect("lock after expiry");
+        let k = done(waiter, "lock after expiry")
+            .await
+            .expect("lock after expiry");
         assert_eq!(k, format!("ttl-lk/{after:x}").into_bytes());
-        assert_eq!(keys_under(&mut a, "ttl-lk/").await, [format!("ttl-lk/{after:x}")]);
+        assert_eq!(
+            keys_under(&mut a, "ttl-lk/").await,
+            [format!("ttl-lk/{after:x}")]
+        );
     });
 }
 
@@ -179,7 +186,11 @@ fn locking_through_a_follower_survives_a_raft_leader_change_and_cancelled_waiter
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        assert_eq!(left, [format!("flk/{l1:x}")], "the cancelled waiter's key is removed");
+        assert_eq!(
+            left,
+            [format!("flk/{l1:x}")],
+            "the cancelled waiter's key is removed"
+        );
 
         let mut waiter = spawn_lock(&ep_f2, "flk", l2);
         still_blocked(&mut waiter).await;
@@ -217,22 +228,42 @@ fn lock_errors_are_etcds() {
     let ep = c.members[0].endpoint();
     runtime().block_on(async {
         let mut a = connect(&ep).await;
-        let st = status(lock(&mut a, "nolease", 0x1234_5678).await.expect_err("no lease"));
-        assert_eq!(st.code(), tonic::Code::NotFound, "{st:?}");
+        let st = status(
+            lock(&mut a, "nolease", 0x1234_5678)
+                .await
+                .expect_err("no lease"),
+        );
+        // etcd's in-process client makes every error of these services code Unknown.
+        assert_eq!(st.code(), tonic::Code::Unknown, "{st:?}");
         assert_eq!(st.message(), "etcdserver: requested lease not found");
         assert!(keys_under(&mut a, "nolease/").await.is_empty());
 
         // Without a lease, etcd's session grants one (60 s) and binds the key to it.
         let k = lock(&mut a, "anon", 0).await.expect("lock without a lease");
-        let lease = i64::from_str_radix(
-            std::str::from_utf8(&k["anon/".len()..]).expect("utf-8"),
-            16,
-        )
-        .expect("hex lease id");
+        let lease =
+            i64::from_str_radix(std::str::from_utf8(&k["anon/".len()..]).expect("utf-8"), 16)
+                .expect("hex lease id");
         let ttl = a.lease_time_to_live(lease, None).await.expect("ttl");
         assert!(ttl.ttl() > 0 && ttl.ttl() <= 60, "{ttl:?}");
         a.unlock(k).await.expect("unlock");
         assert!(keys_under(&mut a, "anon/").await.is_empty());
+
+        let st = status(a.unlock("").await.expect_err("no key"));
+        assert_eq!(st.message(), "etcdserver: key is not provided");
+        assert_eq!(st.code(), tonic::Code::Unknown, "{st:?}");
+        // Unlocking a key that is not there is not an error.
+        a.unlock("lk/none").await.expect("unlock a missing key");
+        let st = status(
+            a.campaign("el", "v", 0x1234_5678)
+                .await
+                .expect_err("no lease"),
+        );
+        assert_eq!(st.message(), "etcdserver: requested lease not found");
+        let st = status(a.proclaim("v", None).await.expect_err("no leader key"));
+        assert_eq!(st.message(), r#""leader" field must be provided"#);
+        assert_eq!(st.code(), tonic::Code::Unknown, "{st:?}");
+        let st = status(a.resign(None).await.expect_err("no leader key"));
+        assert_eq!(st.message(), r#""leader" field must be provided"#);
     });
 }
 
@@ -282,9 +313,12 @@ fn election_campaign_proclaim_observe_and_resign_hand_over_in_order() {
         assert_eq!((kv.key(), kv.value()), (first.key(), &b"v1"[..]));
         assert_eq!(kv.create_revision(), first.rev());
 
-        a.proclaim("v2", Some(ProclaimOptions::new().with_leader(first.clone())))
-            .await
-            .expect("proclaim");
+        a.proclaim(
+            "v2",
+            Some(ProclaimOptions::new().with_leader(first.clone())),
+        )
+        .await
+        .expect("proclaim");
         assert_eq!(observed(&mut obs).await.0, "v2");
 
         // A second campaigner waits behind the leader.
@@ -295,7 +329,11 @@ fn election_campaign_proclaim_observe_and_resign_hand_over_in_order() {
         });
         still_blocked(&mut second).await;
         let kv = b.leader("el").await.expect("leader");
-        assert_eq!(kv.kv().expect("kv").value(), b"v2", "the first leader still leads");
+        assert_eq!(
+            kv.kv().expect("kv").value(),
+            b"v2",
+            "the first leader still leads"
+        );
 
         a.resign(Some(ResignOptions::new().with_leader(first.clone())))
             .await
@@ -309,9 +347,12 @@ fn election_campaign_proclaim_observe_and_resign_hand_over_in_order() {
 
         // The old leadership can no longer speak for the election.
         let st = status(
-            a.proclaim("stale", Some(ProclaimOptions::new().with_leader(first.clone())))
-                .await
-                .expect_err("not the leader"),
+            a.proclaim(
+                "stale",
+                Some(ProclaimOptions::new().with_leader(first.clone())),
+            )
+            .await
+            .expect_err("not the leader"),
         );
         assert_eq!(st.message(), "election: not leader", "{st:?}");
         assert_eq!(st.code(), tonic::Code::Unknown, "{st:?}");
@@ -383,7 +424,10 @@ fn etcdctl_lock_excludes_concurrent_holders() {
     let procs: Vec<Proc> = (0..4)
         .map(|i| {
             let ep = c.members[i % 3].endpoint();
-            Proc(etcdctl_spawn(&ep, &["lock", "ctl-lk", "--", "sh", "-c", &section]))
+            Proc(etcdctl_spawn(
+                &ep,
+                &["lock", "ctl-lk", "--", "sh", "-c", &section],
+            ))
         })
         .collect();
     for mut p in procs {
@@ -408,7 +452,10 @@ fn etcdctl_lock_excludes_concurrent_holders() {
     // The client-side recipe and the server-side one share a lock: Lock waits for etcdctl.
     runtime().block_on(async {
         let mut a = connect(&c.members[0].endpoint()).await;
-        assert!(keys_under(&mut a, "ctl-lk/").await.is_empty(), "all released");
+        assert!(
+            keys_under(&mut a, "ctl-lk/").await.is_empty(),
+            "all released"
+        );
         let mut held = Proc(etcdctl_spawn(&c.members[1].endpoint(), &["lock", "mixed"]));
         let held_out = held.0.stdout.take().expect("stdout");
         // etcdctl prints the key once it holds the lock.
@@ -420,7 +467,10 @@ fn etcdctl_lock_excludes_concurrent_holders() {
                 .expect("read etcdctl");
             line.trim().to_string()
         });
-        let key = tokio::time::timeout(SOON, key).await.expect("etcdctl holds").expect("task");
+        let key = tokio::time::timeout(SOON, key)
+            .await
+            .expect("etcdctl holds")
+            .expect("task");
         assert!(key.starts_with("mixed/"), "{key}");
         let l = grant(&mut a, 60).await;
         let mut waiter = spawn_lock(&c.members[2].endpoint(), "mixed", l);
@@ -430,7 +480,9 @@ fn etcdctl_lock_excludes_concurrent_holders() {
             .arg("-INT")
             .arg(held.0.id().to_string())
             .status();
-        done(waiter, "Lock after etcdctl released").await.expect("lock");
+        done(waiter, "Lock after etcdctl released")
+            .await
+            .expect("lock");
     });
 }
 
@@ -442,12 +494,18 @@ fn etcdctl_elect_and_the_election_service_agree_on_the_leader() {
     runtime().block_on(async {
         let mut a = connect(&ep).await;
         let mut obs = a.observe("ctl-el").await.expect("observe");
-        let mut p1 = Proc(etcdctl_spawn(&c.members[0].endpoint(), &["elect", "ctl-el", "p1"]));
+        let mut p1 = Proc(etcdctl_spawn(
+            &c.members[0].endpoint(),
+            &["elect", "ctl-el", "p1"],
+        ));
         assert_eq!(observed(&mut obs).await.0, "p1");
         let kv = a.leader("ctl-el").await.expect("leader");
         assert_eq!(kv.kv().expect("kv").value(), b"p1");
 
-        let _p2 = Proc(etcdctl_spawn(&c.members[1].endpoint(), &["elect", "ctl-el", "p2"]));
+        let _p2 = Proc(etcdctl_spawn(
+            &c.members[1].endpoint(),
+            &["elect", "ctl-el", "p2"],
+        ));
         for _ in 0..400 {
             if keys_under(&mut a, "ctl-el/").await.len() == 2 {
                 break;
@@ -468,7 +526,11 @@ fn etcdctl_elect_and_the_election_service_agree_on_the_leader() {
             .arg(p1.0.id().to_string())
             .status();
         let _ = p1.0.wait();
-        assert_eq!(observed(&mut obs).await.0, "p2", "etcdctl's p2 queued first");
+        assert_eq!(
+            observed(&mut obs).await.0,
+            "p2",
+            "etcdctl's p2 queued first"
+        );
         still_blocked(&mut campaign).await;
     });
 }

@@ -9,8 +9,8 @@
 //!   Resign check, so a stale `LeaderKey` cannot touch a newer leadership.
 //! - Leader is the oldest key under `name/`; Observe streams it, then each change of it (new
 //!   value, or the next leader once it is deleted), from the state machine's watch hub.
-//! - Errors are etcd's: the concurrency package's plain Go errors reach clients with code
-//!   Unknown, the rest are the KV errors of the writes underneath.
+//! - Errors are etcd's texts, all with code Unknown as etcd's in-process client makes them
+//!   ([`super::concurrency::recipe_error`]).
 
 use std::pin::Pin;
 
@@ -18,8 +18,8 @@ use flotilla_proto::etcdserverpb::{ResponseHeader, TxnRequest};
 use flotilla_proto::mvccpb::{KeyValue, event::EventType};
 use flotilla_proto::v3electionpb::election_server::Election;
 use flotilla_proto::v3electionpb::{
-    CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse,
-    ProclaimRequest, ProclaimResponse, ResignRequest, ResignResponse,
+    CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse, ProclaimRequest,
+    ProclaimResponse, ResignRequest, ResignResponse,
 };
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status};
 
 use super::concurrency::{
     Cleanup, HubWatch, created_at, delete_op, first_created, get_op, owner_key, prefix_end,
-    prefix_of, put_op, range, range_kvs, session_lease, wait_deletes,
+    prefix_of, put_op, range, range_kvs, recipe_error, session_lease, wait_deletes,
 };
 use super::observe;
 use crate::member::handle::NodeHandle;
@@ -140,11 +140,7 @@ fn resign_txn(key: &[u8], rev: i64) -> TxnRequest {
 
 /// Deletes the leader key if it is still the one created at `rev`; a newer or missing key is
 /// not an error (etcd's `Resign`).
-async fn resign(
-    node: &NodeHandle,
-    key: &[u8],
-    rev: i64,
-) -> Result<Option<ResponseHeader>, Status> {
+async fn resign(node: &NodeHandle, key: &[u8], rev: i64) -> Result<Option<ResponseHeader>, Status> {
     Ok(node.write(resign_txn(key, rev)).await?.header)
 }
 
@@ -255,7 +251,7 @@ impl Election for ElectionService {
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
         let r = self.campaign_inner(request.into_inner()).await;
-        observe(&self.node, "Campaign", r).map(Response::new)
+        observe(&self.node, "Campaign", r.map_err(recipe_error)).map(Response::new)
     }
 
     async fn proclaim(
@@ -272,7 +268,7 @@ impl Election for ElectionService {
             Ok(ProclaimResponse { header })
         }
         .await;
-        observe(&self.node, "Proclaim", r).map(Response::new)
+        observe(&self.node, "Proclaim", r.map_err(recipe_error)).map(Response::new)
     }
 
     async fn leader(
@@ -280,7 +276,7 @@ impl Election for ElectionService {
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
         let r = self.leader_inner(request.into_inner()).await;
-        observe(&self.node, "Leader", r).map(Response::new)
+        observe(&self.node, "Leader", r.map_err(recipe_error)).map(Response::new)
     }
 
     async fn observe(
@@ -294,7 +290,7 @@ impl Election for ElectionService {
             ReceiverStream::new(rx),
             Ok,
         )));
-        observe(&self.node, "Observe", r).map(Response::new)
+        observe(&self.node, "Observe", r.map_err(recipe_error)).map(Response::new)
     }
 
     async fn resign(
@@ -311,6 +307,6 @@ impl Election for ElectionService {
             Ok(ResignResponse { header })
         }
         .await;
-        observe(&self.node, "Resign", r).map(Response::new)
+        observe(&self.node, "Resign", r.map_err(recipe_error)).map(Response::new)
     }
 }

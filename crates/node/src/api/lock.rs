@@ -17,13 +17,13 @@ use tonic::{Request, Response, Status};
 
 use super::concurrency::{
     Cleanup, created_at, delete_op, first_created, get_op, owner_key, prefix_of, put_op, range,
-    range_kvs, range_op, session_lease, wait_deletes,
+    range_kvs, range_op, recipe_error, session_lease, wait_deletes,
 };
 use super::observe;
 use crate::member::handle::NodeHandle;
 
 /// etcd's `concurrency.ErrSessionExpired`: the caller's key vanished while it waited (its
-/// lease ended), so it does not own the lock. A plain Go error in etcd: code Unknown.
+/// lease ended), so it does not own the lock.
 pub const SESSION_EXPIRED: &str = "mutex: session is expired";
 
 /// The Lock service.
@@ -58,7 +58,12 @@ impl LockService {
         };
         match range_kvs(&resp.responses, 1).first() {
             Some(owner) if owner.create_revision != my_rev => {}
-            _ => return Ok(LockResponse { header: resp.header, key }),
+            _ => {
+                return Ok(LockResponse {
+                    header: resp.header,
+                    key,
+                });
+            }
         }
         // Queued behind older keys. From here the key is removed unless the lock is granted.
         let cleanup = Cleanup::new(
@@ -78,7 +83,9 @@ impl LockService {
                 key: key.clone(),
                 ..Default::default()
             },
-        ).await {
+        )
+        .await
+        {
             Ok(own) => own,
             Err(e) => {
                 cleanup.run().await;
@@ -100,7 +107,7 @@ impl LockService {
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let r = self.lock_inner(request.into_inner()).await;
-        observe(&self.node, "Lock", r).map(Response::new)
+        observe(&self.node, "Lock", r.map_err(recipe_error)).map(Response::new)
     }
 
     async fn unlock(
@@ -109,8 +116,8 @@ impl Lock for LockService {
     ) -> Result<Response<UnlockResponse>, Status> {
         let req = request.into_inner();
         let r = async {
-            // etcd deletes whatever key it is given (clientv3 `Delete`), refusing an empty one
-            // as every Delete is refused.
+            // etcd deletes whatever key it is given (clientv3 `Delete`; a missing key is not an
+            // error), refusing an empty one as every Delete is refused.
             if req.key.is_empty() {
                 return Err(Status::invalid_argument("etcdserver: key is not provided"));
             }
@@ -126,6 +133,6 @@ impl Lock for LockService {
             })
         }
         .await;
-        observe(&self.node, "Unlock", r).map(Response::new)
+        observe(&self.node, "Unlock", r.map_err(recipe_error)).map(Response::new)
     }
 }
