@@ -156,6 +156,31 @@ fn the_lock_goes_with_its_lease_revoked_or_expired() {
             keys_under(&mut a, "ttl-lk/").await,
             [format!("ttl-lk/{after:x}")]
         );
+
+        // A waiter whose own lease ends while it waits does not get the lock once the way is
+        // clear: etcd 3.5's check (3.4.23 answered with a key that no longer existed).
+        let holder = grant(&mut a, 60).await;
+        let doomed = grant(&mut a, 60).await;
+        let k = lock(&mut a, "gone-lk", holder).await.expect("lock gone-lk");
+        let mut waiter = spawn_lock(&ep, "gone-lk", doomed);
+        still_blocked(&mut waiter).await;
+        assert_eq!(
+            keys_under(&mut a, "gone-lk/").await.len(),
+            2,
+            "the waiter queued"
+        );
+        a.lease_revoke(doomed)
+            .await
+            .expect("revoke the waiter's lease");
+        still_blocked(&mut waiter).await;
+        a.unlock(k).await.expect("unlock");
+        let st = status(
+            done(waiter, "the expired waiter")
+                .await
+                .expect_err("expired"),
+        );
+        assert_eq!(st.message(), "mutex: session is expired");
+        assert_eq!(st.code(), tonic::Code::Unknown, "{st:?}");
     });
 }
 
