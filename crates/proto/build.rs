@@ -51,12 +51,21 @@ fn main() -> Result<(), Box<dyn Error>> {
         .ignore_unknown_fields()
         // Appending cannot pile up across reruns: prost rewrites a package's file whenever its
         // contents differ from what it generates, and the appended impls always make them differ.
-        .generate(&[".etcdserverpb", ".mvccpb", ".authpb"], |package| {
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(out_dir.join(format!("{package}.rs")))?;
-            Ok(BufWriter::new(file))
-        })?;
+        .generate(
+            &[
+                ".etcdserverpb",
+                ".mvccpb",
+                ".authpb",
+                ".v3lockpb",
+                ".v3electionpb",
+            ],
+            |package| {
+                let file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(out_dir.join(format!("{package}.rs")))?;
+                Ok(BufWriter::new(file))
+            },
+        )?;
     for (_, mut file) in json_impls {
         file.flush()?;
     }

@@ -8,8 +8,8 @@
 //! port's probe uses ([`crate::http::readiness`]).
 //!
 //! tonic hands every request whose path names no registered service to this axum router, so
-//! its fallback is what a gRPC client calling a service Flotilla does not serve (etcd's
-//! `v3lockpb.Lock`, say) receives. etcd (grpc-go) answers such a call with the gRPC status
+//! its fallback is what a gRPC client calling a service Flotilla does not serve (one added by
+//! a newer etcd, say) receives. etcd (grpc-go) answers such a call with the gRPC status
 //! UNIMPLEMENTED, and clients rely on that to tell "not supported" from "server broken": a bare
 //! HTTP 404 surfaces as an opaque transport error. So a gRPC request gets grpc-go's status and
 //! words, and anything else keeps the plain 404 an HTTP client expects.

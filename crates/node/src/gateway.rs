@@ -42,6 +42,12 @@ use flotilla_proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
     MemberListRequest, PutRequest, RangeRequest, StatusRequest, TxnRequest,
 };
+use flotilla_proto::v3electionpb::election_server::Election as _;
+use flotilla_proto::v3electionpb::{
+    CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest,
+};
+use flotilla_proto::v3lockpb::lock_server::Lock as _;
+use flotilla_proto::v3lockpb::{LockRequest, UnlockRequest};
 use prost::Message as _;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorSet};
@@ -50,6 +56,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use serde_path_to_error::{Path, Segment};
 
+use crate::api::election::ElectionService;
+use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::{cluster::ClusterService, kv::KvService, lease::LeaseService};
 use crate::member::handle::NodeHandle;
@@ -66,6 +74,12 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/v3/lease/revoke", post(lease_revoke))
         .route("/v3/maintenance/status", post(maintenance_status))
         .route("/v3/cluster/member/list", post(member_list))
+        .route("/v3/lock/lock", post(lock_lock))
+        .route("/v3/lock/unlock", post(lock_unlock))
+        .route("/v3/election/campaign", post(election_campaign))
+        .route("/v3/election/proclaim", post(election_proclaim))
+        .route("/v3/election/leader", post(election_leader))
+        .route("/v3/election/resign", post(election_resign))
         .with_state(node)
 }
 
@@ -144,6 +158,18 @@ etcd_requests!(
     StatusRequest,
     MemberListRequest,
 );
+
+/// Lock and Election requests (`v3lockpb`, `v3electionpb`), served like the etcd ones.
+macro_rules! package_requests {
+    ($package:literal: $($message:ident),* $(,)?) => {$(
+        impl GatewayRequest for $message {
+            const PROTO_NAME: &'static str = concat!($package, ".", stringify!($message));
+        }
+    )*};
+}
+
+package_requests!("v3lockpb": LockRequest, UnlockRequest);
+package_requests!("v3electionpb": CampaignRequest, ProclaimRequest, LeaderRequest, ResignRequest);
 
 fn read<T: GatewayRequest>(node: &NodeHandle, body: &[u8]) -> Result<T, GatewayError> {
     if body.len() > node.max_request_bytes {
@@ -378,6 +404,57 @@ async fn member_list(State(node): State<NodeHandle>, body: Bytes) -> Answer {
     answer(r.get_ref())
 }
 
+// Lock and Election: etcd's gateway serves these too (Observe, a server stream, is not
+// served here).
+
+async fn lock_lock(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+    let req: LockRequest = read(&node, &body)?;
+    let r = LockService::new(node)
+        .lock(tonic::Request::new(req))
+        .await?;
+    answer(r.get_ref())
+}
+
+async fn lock_unlock(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+    let req: UnlockRequest = read(&node, &body)?;
+    let r = LockService::new(node)
+        .unlock(tonic::Request::new(req))
+        .await?;
+    answer(r.get_ref())
+}
+
+async fn election_campaign(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+    let req: CampaignRequest = read(&node, &body)?;
+    let r = ElectionService::new(node)
+        .campaign(tonic::Request::new(req))
+        .await?;
+    answer(r.get_ref())
+}
+
+async fn election_proclaim(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+    let req: ProclaimRequest = read(&node, &body)?;
+    let r = ElectionService::new(node)
+        .proclaim(tonic::Request::new(req))
+        .await?;
+    answer(r.get_ref())
+}
+
+async fn election_leader(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+    let req: LeaderRequest = read(&node, &body)?;
+    let r = ElectionService::new(node)
+        .leader(tonic::Request::new(req))
+        .await?;
+    answer(r.get_ref())
+}
+
+async fn election_resign(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+    let req: ResignRequest = read(&node, &body)?;
+    let r = ElectionService::new(node)
+        .resign(tonic::Request::new(req))
+        .await?;
+    answer(r.get_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,6 +601,12 @@ mod tests {
         known::<LeaseRevokeRequest>();
         known::<StatusRequest>();
         known::<MemberListRequest>();
+        known::<LockRequest>();
+        known::<UnlockRequest>();
+        known::<CampaignRequest>();
+        known::<ProclaimRequest>();
+        known::<LeaderRequest>();
+        known::<ResignRequest>();
     }
 
     #[test]

@@ -569,6 +569,8 @@ async fn serve(
     use flotilla_proto::etcdserverpb::maintenance_server::MaintenanceServer;
     use flotilla_proto::etcdserverpb::watch_server::WatchServer;
     use flotilla_proto::raft::peer_server::PeerServer;
+    use flotilla_proto::v3electionpb::election_server::ElectionServer;
+    use flotilla_proto::v3lockpb::lock_server::LockServer;
 
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -615,6 +617,10 @@ async fn serve(
             Duration::from_millis(cfg.watch_progress_notify_interval_ms.max(1)),
         )))
         .add_service(LeaseServer::new(api::lease::LeaseService::new(
+            handle.clone(),
+        )))
+        .add_service(LockServer::new(api::lock::LockService::new(handle.clone())))
+        .add_service(ElectionServer::new(api::election::ElectionService::new(
             handle.clone(),
         )))
         .serve_with_incoming_shutdown(

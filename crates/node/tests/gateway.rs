@@ -223,3 +223,56 @@ fn gateway_refuses_bad_json_with_etcds_error_body() {
     assert!(range.get("kvs").is_none(), "{range}");
     assert!(range["header"]["revision"].as_str().is_some(), "{range}");
 }
+
+#[test]
+fn gateway_serves_lock_and_election_as_etcds_grpc_gateway() {
+    let c = Cluster::start(1, &[]);
+    let port = c.members[0].client;
+    let lease = post(port, "/v3/lease/grant", json!({"TTL": "60"}))["ID"]
+        .as_str()
+        .expect("lease id")
+        .to_string();
+    let id: i64 = lease.parse().expect("numeric lease id");
+
+    // base64: "gw-lk" is Z3ctbGs=, "gw-lk/" Z3ctbGsv, "gw-el" Z3ctZWw=, "v1" djE=, "v2" djI=.
+    let locked = post(
+        port,
+        "/v3/lock/lock",
+        json!({"name": "Z3ctbGs=", "lease": lease}),
+    );
+    let key = locked["key"].as_str().expect("key");
+    assert!(key.starts_with("Z3ctbGsv"), "{locked}");
+    let keys = etcdctl_ok(
+        &c.members[0].endpoint(),
+        &["get", "gw-lk/", "--prefix", "--keys-only"],
+    );
+    assert_eq!(keys.trim(), format!("gw-lk/{id:x}"));
+    let unlocked = post(port, "/v3/lock/unlock", json!({"key": locked["key"]}));
+    assert!(unlocked["header"]["revision"].is_string(), "{unlocked}");
+
+    let won = post(
+        port,
+        "/v3/election/campaign",
+        json!({"name": "Z3ctZWw=", "lease": lease, "value": "djE="}),
+    );
+    let leader = won["leader"].clone();
+    assert_eq!(leader["name"], json!("Z3ctZWw="), "{won}");
+    assert_eq!(leader["lease"], json!(lease), "{won}");
+    post(
+        port,
+        "/v3/election/proclaim",
+        json!({"leader": leader, "value": "djI="}),
+    );
+    let now = post(port, "/v3/election/leader", json!({"name": "Z3ctZWw="}));
+    assert_eq!(now["kv"]["value"], json!("djI="), "{now}");
+    post(port, "/v3/election/resign", json!({"leader": leader}));
+
+    let (code, text) = post_raw(
+        port,
+        "/v3/election/leader",
+        &json!({"name": "Z3ctZWw="}).to_string(),
+    );
+    let v: Value = serde_json::from_str(&text).expect("JSON error body");
+    assert_eq!((code, &v["code"]), (500, &json!(2)), "{text}");
+    assert_eq!(v["message"], json!("election: no leader"), "{text}");
+}

@@ -290,3 +290,46 @@ async fn clients_call_etcd_paths() {
         ]
     );
 }
+
+#[test]
+fn lock_and_election_are_etcds_services_and_methods() {
+    let fds = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("descriptor");
+    let mut paths = Vec::new();
+    for file in fds
+        .file
+        .iter()
+        .filter(|f| matches!(f.package(), "v3lockpb" | "v3electionpb"))
+    {
+        for service in &file.service {
+            for method in &service.method {
+                paths.push(format!(
+                    "/{}.{}/{}",
+                    file.package(),
+                    service.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/v3electionpb.Election/Campaign",
+            "/v3electionpb.Election/Leader",
+            "/v3electionpb.Election/Observe",
+            "/v3electionpb.Election/Proclaim",
+            "/v3electionpb.Election/Resign",
+            "/v3lockpb.Lock/Lock",
+            "/v3lockpb.Lock/Unlock",
+        ]
+    );
+    assert_eq!(
+        flotilla_proto::v3lockpb::lock_server::SERVICE_NAME,
+        "v3lockpb.Lock"
+    );
+    assert_eq!(
+        flotilla_proto::v3electionpb::election_server::SERVICE_NAME,
+        "v3electionpb.Election"
+    );
+}

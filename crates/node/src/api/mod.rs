@@ -1,5 +1,6 @@
 //! The client-facing gRPC services: etcd's KV, Watch, Lease, Cluster and Maintenance, and
-//! Flotilla's Admin (served on the peer port too, where members forward to the leader).
+//! Flotilla's Admin (served on the peer port too, where members forward to the leader), and
+//! etcd's Lock and Election (its concurrency recipes, run on the server: `concurrency`).
 //!
 //! Each service is a thin translation onto [`crate::member::handle::NodeHandle`]: it validates
 //! the request, then writes through the one typed path `NodeHandle::write` (which routes to
@@ -11,8 +12,11 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod concurrency;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 

@@ -126,6 +126,15 @@ pub fn etcdctl_ok(endpoints: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The `flotilla` binary under test: cargo's, unless `FLOTILLA_BIN` names another (a copy
+/// taken right after the build, when several worktrees share one target directory and so
+/// overwrite each other's `target/debug/flotilla`).
+pub fn flotilla_bin() -> PathBuf {
+    std::env::var_os("FLOTILLA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_flotilla")))
+}
+
 /// One member's addresses and process.
 pub struct Member {
     pub name: String,
@@ -153,7 +162,7 @@ impl Member {
     /// Starts (or restarts) the process.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already runs", self.name);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+        let mut cmd = Command::new(flotilla_bin());
         cmd.arg("node")
             .arg("--name")
             .arg(&self.name)
