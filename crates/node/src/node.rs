@@ -331,7 +331,10 @@ async fn open_storage(cfg: &NodeConfig) -> anyhow::Result<Opened> {
         client_urls: vec![cfg.client_url()],
         is_learner: false,
     });
-    let sm = StateMachine::new(MvccStore::open(&db).context("opening the key-value store")?);
+    let mut sm = StateMachine::new(MvccStore::open(&db).context("opening the key-value store")?);
+    sm.set_auth_tokens(std::sync::Arc::new(crate::auth::tokens::Tokens::new(
+        cfg.auth.token_ttl(),
+    )));
     let applied = sm.applied_index().max(log_store.snapshot_meta().index);
     Ok(Opened {
         db,
@@ -503,6 +506,12 @@ async fn serve(
         .add_service(LeaseServer::new(api::lease::LeaseService::new(
             handle.clone(),
         )))
+        .add_service(
+            flotilla_proto::etcdserverpb::auth_server::AuthServer::new(
+                api::auth::AuthService::new(handle.clone(), cfg.auth.bcrypt_cost()),
+            )
+            .max_decoding_message_size(max_msg),
+        )
         .serve_with_incoming_shutdown(
             // etcd 3.4 clients may send a URL as :authority (see crate::authority).
             futures::StreamExt::map(incoming(client_listener), |conn| {

@@ -10,6 +10,7 @@
 //! are not registered: `crate::client_http` answers them UNIMPLEMENTED.
 
 pub mod admin;
+pub mod auth;
 pub mod cluster;
 pub mod kv;
 pub mod lease;
