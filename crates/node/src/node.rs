@@ -332,9 +332,10 @@ async fn open_storage(cfg: &NodeConfig) -> anyhow::Result<Opened> {
         is_learner: false,
     });
     let mut sm = StateMachine::new(MvccStore::open(&db).context("opening the key-value store")?);
-    sm.set_auth_tokens(std::sync::Arc::new(crate::auth::tokens::Tokens::new(
-        cfg.auth.token_ttl(),
-    )));
+    let jwt = crate::auth::jwt::Jwt::from_flag(&cfg.auth.auth_token).map_err(anyhow::Error::msg)?;
+    sm.set_auth_tokens(std::sync::Arc::new(
+        crate::auth::tokens::Tokens::new(cfg.auth.token_ttl()).with_jwt(jwt),
+    ));
     let applied = sm.applied_index().max(log_store.snapshot_meta().index);
     Ok(Opened {
         db,

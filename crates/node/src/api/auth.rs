@@ -118,12 +118,24 @@ impl AuthService {
         self.node.linearizable_barrier().await?;
         for _ in 0..AUTHENTICATE_ATTEMPTS {
             let checked = self.check_password(&req.name, req.password.clone()).await?;
+            let tokens = self
+                .node
+                .sm
+                .read()
+                .map_err(|_| Status::internal("state machine lock poisoned"))?
+                .auth_tokens()
+                .clone();
             let applied = self
                 .node
                 .write_with_header(
                     internal::AuthAuthenticate {
                         name: req.name.clone(),
-                        simple_token_prefix: Tokens::new_prefix(),
+                        // A JWT is signed below; a simple token's random part is drawn here.
+                        simple_token_prefix: if tokens.jwt().is_some() {
+                            String::new()
+                        } else {
+                            Tokens::new_prefix()
+                        },
                     },
                     None,
                 )
@@ -131,7 +143,10 @@ impl AuthService {
             // The password was checked against the auth state at `checked`; if a change was
             // applied since (a new password, a deleted user), check again.
             if applied.auth_revision == checked {
-                return Ok(applied.simple_token);
+                return match tokens.jwt() {
+                    Some(jwt) => jwt.sign(&applied.username, applied.auth_revision),
+                    None => Ok(applied.simple_token),
+                };
             }
         }
         Err(AuthError::AuthOldRevision.into())

@@ -14,6 +14,7 @@
 pub mod check;
 pub mod error;
 pub mod flags;
+pub mod jwt;
 pub mod perm;
 pub mod state;
 pub mod tokens;
@@ -61,6 +62,15 @@ pub async fn identity(node: &NodeHandle, md: &MetadataMap) -> Result<Option<Auth
         return Ok(None);
     };
     let token = raw.to_str().map_err(|_| AuthError::InvalidAuthToken)?;
+    let tokens = node
+        .sm
+        .read()
+        .map_err(|_| lock_err())?
+        .auth_tokens()
+        .clone();
+    if let Some(jwt) = tokens.jwt() {
+        return Ok(Some(jwt.verify(token)?));
+    }
     let index = tokens::Tokens::index_of(token).ok_or(AuthError::InvalidAuthToken)?;
     // A token issued through another member is known here once this member applied the
     // entry that issued it (etcd waits the same way).

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use flotilla_proto::internal::{self, request::Op as Req, response::Op as Resp};
 use rand::Rng as _;
 
+use super::jwt::Jwt;
+
 /// Length of the random part of a simple token (etcd's `defaultSimpleTokenLength`).
 const PREFIX_LEN: usize = 16;
 
@@ -24,10 +26,11 @@ struct Entry {
     deadline: Instant,
 }
 
-/// The simple tokens this member knows.
+/// The simple tokens this member knows, or its JWT signer when it issues JWTs instead.
 pub struct Tokens {
     ttl: Duration,
     table: Mutex<HashMap<String, Entry>>,
+    jwt: Option<Jwt>,
 }
 
 impl Default for Tokens {
@@ -42,7 +45,19 @@ impl Tokens {
         Tokens {
             ttl,
             table: Mutex::new(HashMap::new()),
+            jwt: None,
         }
+    }
+
+    /// Issue and accept JWTs (`--auth-token jwt,…`) instead of simple tokens.
+    pub fn with_jwt(mut self, jwt: Option<Jwt>) -> Self {
+        self.jwt = jwt;
+        self
+    }
+
+    /// The JWT signer, when this member uses JWTs.
+    pub fn jwt(&self) -> Option<&Jwt> {
+        self.jwt.as_ref()
     }
 
     /// A fresh random token prefix.
