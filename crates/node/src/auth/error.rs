@@ -89,6 +89,21 @@ impl AuthError {
         }
     }
 
+    /// etcd's `auth` package text for this error (`auth: …`). etcd 3.4's Maintenance
+    /// service returns the auth store's errors unconverted, so clients see these with code
+    /// Unknown there.
+    pub fn raw_text(&self) -> String {
+        match self {
+            AuthError::UserNotFound => "auth: user not found".into(),
+            AuthError::UserAlreadyExist => "auth: user already exists".into(),
+            AuthError::RoleAlreadyExist => "auth: role already exists".into(),
+            AuthError::RoleNotFound => "auth: role not found".into(),
+            AuthError::AuthOldRevision => "auth: revision in header is old".into(),
+            AuthError::NoPasswordUser => self.to_string(),
+            other => other.to_string().replacen("etcdserver: ", "auth: ", 1),
+        }
+    }
+
     /// The error a client sees.
     pub fn status(&self) -> tonic::Status {
         tonic::Status::new(self.grpc_code(), self.to_string())

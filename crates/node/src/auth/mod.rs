@@ -106,12 +106,17 @@ pub async fn check_read(
         .check_op(&who, key, range_end, Type::Read)?)
 }
 
-/// Checks on the serving member that the caller holds the root role while auth is enabled
-/// (etcd's admin operations that are not replicated: snapshot, hash, defragment, ...).
+/// Checks on the serving member that the caller holds the root role while auth is enabled,
+/// for etcd 3.4's admin-only Maintenance calls (Snapshot, Hash, HashKV, Defragment). Their
+/// refusals are etcd's unconverted auth errors: code Unknown, text `auth: …`.
 pub async fn check_admin(node: &NodeHandle, md: &MetadataMap) -> Result<(), Status> {
-    let who = identity(node, md).await?.unwrap_or_default();
+    let raw = |e: AuthError| Status::unknown(e.raw_text());
+    let who = match identity(node, md).await {
+        Ok(who) => who.unwrap_or_default(),
+        Err(_) => return Err(raw(AuthError::InvalidAuthToken)),
+    };
     let sm = node.sm.read().map_err(|_| lock_err())?;
-    Ok(sm.store().auth().check_admin(&who)?)
+    sm.store().auth().check_admin(&who).map_err(raw)
 }
 
 /// How often a write refused for an old auth revision is retried with a fresh identity
