@@ -138,6 +138,9 @@ pub struct NodeConfig {
         default_value_t = 600_000
     )]
     pub watch_progress_notify_interval_ms: u64,
+    /// Auth: token type and TTL, bcrypt cost (`crate::auth::flags`).
+    #[command(flatten)]
+    pub auth: crate::auth::flags::AuthFlags,
 }
 
 /// Flags of `flotilla dev`.

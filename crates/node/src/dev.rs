@@ -41,6 +41,7 @@ pub fn member_configs(dev: &DevConfig, data_dir: &std::path::Path) -> Vec<NodeCo
             max_request_bytes: 1_572_864,
             request_timeout_ms: 5_000,
             watch_progress_notify_interval_ms: 600_000,
+            auth: Default::default(),
         })
         .collect()
 }

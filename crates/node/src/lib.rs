@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod authority;
 pub mod cli;
 pub mod client_http;

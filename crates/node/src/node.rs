@@ -443,7 +443,11 @@ async fn open_storage(cfg: &NodeConfig) -> anyhow::Result<Opened> {
         client_urls: vec![cfg.client_url()],
         is_learner: false,
     });
-    let sm = StateMachine::new(MvccStore::open(&db).context("opening the key-value store")?);
+    let mut sm = StateMachine::new(MvccStore::open(&db).context("opening the key-value store")?);
+    let jwt = crate::auth::jwt::Jwt::from_flag(&cfg.auth.auth_token).map_err(anyhow::Error::msg)?;
+    sm.set_auth_tokens(std::sync::Arc::new(
+        crate::auth::tokens::Tokens::new(cfg.auth.token_ttl()).with_jwt(jwt),
+    ));
     let applied = sm.applied_index().max(log_store.snapshot_meta().index);
     Ok(Opened {
         db,
@@ -623,6 +627,12 @@ async fn serve(
         .add_service(ElectionServer::new(api::election::ElectionService::new(
             handle.clone(),
         )))
+        .add_service(
+            flotilla_proto::etcdserverpb::auth_server::AuthServer::new(
+                api::auth::AuthService::new(handle.clone(), cfg.auth.bcrypt_cost()),
+            )
+            .max_decoding_message_size(max_msg),
+        )
         .serve_with_incoming_shutdown(
             // etcd 3.4 clients may send a URL as :authority (see crate::authority).
             futures::StreamExt::map(incoming(client_listener), |conn| {

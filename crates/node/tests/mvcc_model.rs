@@ -148,6 +148,7 @@ impl Sut {
                 self.index,
                 &internal::Request {
                     id: self.index,
+                    header: None,
                     op: Some(op),
                 },
             )

@@ -48,6 +48,7 @@ impl Harness {
         self.index += 1;
         let req = internal::Request {
             id: self.index,
+            header: None,
             op: Some(op),
         };
         let out = self.store.apply(self.index, &req)?;
@@ -665,6 +666,7 @@ fn apply_is_idempotent_on_replay_and_restart() {
     let reqs: Vec<internal::Request> = (1..=10)
         .map(|i| internal::Request {
             id: i,
+            header: None,
             op: Some(Req::Put(PutRequest {
                 key: format!("k{}", i % 3).into_bytes(),
                 value: format!("v{i}").into_bytes(),
@@ -692,7 +694,14 @@ fn apply_is_idempotent_on_replay_and_restart() {
     // An empty request is a deterministic refusal that still advances the applied index.
     let e = h
         .store
-        .apply(11, &internal::Request { id: 11, op: None })
+        .apply(
+            11,
+            &internal::Request {
+                id: 11,
+                header: None,
+                op: None,
+            },
+        )
         .expect_err("empty");
     assert!(e.is_deterministic());
     assert_eq!(h.store.applied_index(), 11);
@@ -704,6 +713,7 @@ fn raw_entries_and_empty_entries_advance_the_applied_index() {
     let mut h = Harness::new();
     let req = internal::Request {
         id: 1,
+        header: None,
         op: Some(Req::Put(PutRequest {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
@@ -739,6 +749,7 @@ fn apply_throughput() {
     for i in 1..=n {
         let req = internal::Request {
             id: i,
+            header: None,
             op: Some(Req::Put(PutRequest {
                 key: format!("key{:06}", i % 10_000).into_bytes(),
                 value: value.clone(),
@@ -904,6 +915,7 @@ fn batched_apply_matches_one_by_one_apply() {
         .map(|(i, op)| {
             internal::Request {
                 id: i as u64 + 1,
+                header: None,
                 op: Some(op),
             }
             .encode_to_vec()

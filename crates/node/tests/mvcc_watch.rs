@@ -38,6 +38,7 @@ impl Node {
                 self.index,
                 &internal::Request {
                     id: self.index,
+                    header: None,
                     op: Some(op),
                 },
             )

@@ -31,7 +31,11 @@ impl KvService {
         KvService { node }
     }
 
-    async fn range_inner(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
+    async fn range_inner(
+        &self,
+        md: &tonic::metadata::MetadataMap,
+        req: RangeRequest,
+    ) -> Result<RangeResponse, Status> {
         if req.key.is_empty() {
             return Err(Status::invalid_argument("etcdserver: key is not provided"));
         }
@@ -42,6 +46,7 @@ impl KvService {
         if !req.serializable {
             self.node.linearizable_barrier().await?;
         }
+        crate::auth::check_read(&self.node, md, &req.key, &req.range_end).await?;
         let mut resp = {
             let sm = self
                 .node
@@ -74,17 +79,18 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        let r = self.range_inner(request.into_inner()).await;
+        let (md, _, req) = request.into_parts();
+        let r = self.range_inner(&md, req).await;
         observe(&self.node, "Range", r).map(Response::new)
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let req = request.into_inner();
+        let (md, _, req) = request.into_parts();
         let r = async {
             if req.key.is_empty() {
                 return Err(Status::invalid_argument("etcdserver: key is not provided"));
             }
-            Ok(self.node.write(req).await?)
+            crate::auth::write(&self.node, &md, req).await
         }
         .await;
         observe(&self.node, "Put", r).map(Response::new)
@@ -94,26 +100,26 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let req = request.into_inner();
+        let (md, _, req) = request.into_parts();
         let r = async {
             if req.key.is_empty() {
                 return Err(Status::invalid_argument("etcdserver: key is not provided"));
             }
             check_range(&req.key, &req.range_end)?;
-            Ok(self.node.write(req).await?)
+            crate::auth::write(&self.node, &md, req).await
         }
         .await;
         observe(&self.node, "DeleteRange", r).map(Response::new)
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let req = request.into_inner();
+        let (md, _, req) = request.into_parts();
         let r = async {
             // etcd's checks, before anything is replicated: each list bounded by 128 (not
             // their sum), keys present, no key written twice in a branch.
             crate::mvcc::txn::check_txn(&req)
                 .map_err(|e| Status::new(e.grpc_code(), e.grpc_message()))?;
-            Ok(self.node.write(req).await?)
+            crate::auth::write(&self.node, &md, req).await
         }
         .await;
         observe(&self.node, "Txn", r).map(Response::new)
@@ -123,8 +129,8 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let req = request.into_inner();
-        let r = async { Ok(self.node.write(req).await?) }.await;
+        let (md, _, req) = request.into_parts();
+        let r = crate::auth::write(&self.node, &md, req).await;
         observe(&self.node, "Compact", r).map(Response::new)
     }
 }

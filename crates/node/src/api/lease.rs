@@ -187,8 +187,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let req = request.into_inner();
-        let r = async { Ok(self.node.write(req).await?) }.await;
+        let (md, _, req) = request.into_parts();
+        let r = crate::auth::write(&self.node, &md, req).await;
         observe(&self.node, "LeaseRevoke", r).map(Response::new)
     }
 
@@ -220,7 +220,25 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let was_forwarded = is_forwarded(&request);
-        let r = self.time_to_live(request.into_inner(), was_forwarded).await;
+        let (md, _, req) = request.into_parts();
+        let r = async {
+            // As etcd 3.5: reading a lease's time to live needs read permission on its keys.
+            // Checked where the client connected (a forwarded request carries no token).
+            if !was_forwarded {
+                let keys = {
+                    let sm = self.node.sm.read().map_err(|_| lock_err())?;
+                    sm.store()
+                        .lease(req.id)
+                        .map(|l| l.keys.iter().cloned().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                };
+                for k in keys {
+                    crate::auth::check_read(&self.node, &md, &k, &[]).await?;
+                }
+            }
+            self.time_to_live(req, was_forwarded).await
+        }
+        .await;
         observe(&self.node, "LeaseTimeToLive", r).map(Response::new)
     }
 

@@ -193,15 +193,18 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        // Admin only while auth is enabled, as etcd's authMaintenanceServer.
+        crate::auth::check_admin(&self.node, request.metadata()).await?;
         let r = Ok(DefragmentResponse {
             header: Some(header(&self.node, 0)),
         });
         observe(&self.node, "Defragment", r).map(Response::new)
     }
 
-    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        crate::auth::check_admin(&self.node, request.metadata()).await?;
         let r = self.local_hash().map(|(hash, _, _)| HashResponse {
             header: Some(header(&self.node, 0)),
             hash,
@@ -213,6 +216,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        crate::auth::check_admin(&self.node, request.metadata()).await?;
         let rev = request.into_inner().revision;
         let r = self
             .local_hash_at(rev)
@@ -228,8 +232,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        crate::auth::check_admin(&self.node, request.metadata()).await?;
         let node = self.node.clone();
         let r = match tokio::task::spawn_blocking(move || snapshot_image(&node)).await {
             Ok(r) => r,

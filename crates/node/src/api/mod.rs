@@ -11,6 +11,7 @@
 //! are not registered: `crate::client_http` answers them UNIMPLEMENTED.
 
 pub mod admin;
+pub mod auth;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;

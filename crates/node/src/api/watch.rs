@@ -129,11 +129,38 @@ fn handle_request(
     }
 }
 
+/// The answer to a watch the caller may not read (etcd's `isWatchPermitted`): created and
+/// canceled with watch id -1, the reason being the gRPC error's text, as etcd sends it.
+async fn refuse_unpermitted(
+    node: &NodeHandle,
+    md: &tonic::metadata::MetadataMap,
+    c: &flotilla_proto::etcdserverpb::WatchCreateRequest,
+) -> Option<WatchResponse> {
+    // etcd's normalisation: an empty key is "\0", the smallest key.
+    let key: &[u8] = if c.key.is_empty() { &[0] } else { &c.key };
+    let e = crate::auth::check_read(node, md, key, &c.range_end)
+        .await
+        .err()?;
+    Some(WatchResponse {
+        header: Some(header(node, 0)),
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: format!(
+            "rpc error: code = {} desc = {}",
+            crate::auth::go_code_name(e.code()),
+            e.message()
+        ),
+        ..Default::default()
+    })
+}
+
 /// Reads the client's requests until its half of the stream ends, then forgets the stream.
 async fn read_requests(
     node: NodeHandle,
     stream: StreamId,
     mut inbound: Streaming<WatchRequest>,
+    md: tonic::metadata::MetadataMap,
     tx: mpsc::WeakSender<WatchResponse>,
     client_done: Arc<AtomicBool>,
 ) {
@@ -149,7 +176,15 @@ async fn read_requests(
                 break;
             }
         };
-        match handle_request(&node, stream, req) {
+        let refused = match &req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => refuse_unpermitted(&node, &md, c).await,
+            _ => None,
+        };
+        let answer = match refused {
+            Some(resp) => Ok(Some(resp)),
+            None => handle_request(&node, stream, req),
+        };
+        match answer {
             Ok(None) => {}
             Ok(Some(resp)) => {
                 // No strong sender left: the hub has forgotten this stream.
@@ -179,7 +214,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let inbound = request.into_inner();
+        let (md, _, inbound) = request.into_parts();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let r = (|| {
             let mut sm = self
@@ -195,6 +230,7 @@ impl Watch for WatchService {
             self.node.clone(),
             stream,
             inbound,
+            md,
             tx.downgrade(),
             client_done.clone(),
         ));

@@ -141,8 +141,21 @@ impl NodeHandle {
     /// member leads, else forwarded) under a fresh request id, and answers with its typed
     /// response, header stamped — or with the state machine's refusal as an error.
     pub async fn write<W: Write>(&self, req: W) -> Result<W::Response, ServerError> {
+        self.write_with_header(req, None).await
+    }
+
+    /// [`NodeHandle::write`] on behalf of a client: `header` carries the caller's identity,
+    /// which the state machine checks when it applies the entry (`crate::auth::check`).
+    /// `None` is a member's own write (lease expiry, member update), made with root's
+    /// authority.
+    pub async fn write_with_header<W: Write>(
+        &self,
+        req: W,
+        header: Option<internal::RequestHeader>,
+    ) -> Result<W::Response, ServerError> {
         let req = internal::Request {
             id: rand::random(),
+            header,
             op: Some(req.into_op()),
         };
         let op = match self.replicate(req.encode_to_vec()).await?.op {

@@ -12,6 +12,9 @@ use prost::Message as _;
 use flotilla_proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
+use crate::auth::tokens::Tokens;
 use crate::mvcc::watch::{StreamId, WatchHub};
 use crate::mvcc::{MvccError, MvccStore};
 
@@ -21,6 +24,8 @@ pub struct StateMachine {
     watches: WatchHub,
     /// Member updates applied since the Raft loop last took them.
     member_updates: Vec<internal::MemberUpdate>,
+    /// The auth tokens this member accepts, kept in step with applied entries.
+    auth_tokens: Arc<Tokens>,
 }
 
 impl StateMachine {
@@ -30,7 +35,18 @@ impl StateMachine {
             store,
             watches: WatchHub::new(),
             member_updates: Vec::new(),
+            auth_tokens: Arc::new(Tokens::default()),
         }
+    }
+
+    /// Replaces the token table (to apply `--auth-token-ttl`); call before serving.
+    pub fn set_auth_tokens(&mut self, tokens: Arc<Tokens>) {
+        self.auth_tokens = tokens;
+    }
+
+    /// The auth tokens this member accepts.
+    pub fn auth_tokens(&self) -> &Arc<Tokens> {
+        &self.auth_tokens
     }
 
     /// The underlying store, for reads.
@@ -139,6 +155,7 @@ impl StateMachine {
                     {
                         self.member_updates.push(u.clone());
                     }
+                    self.auth_tokens.observe_applied(&req, &out.response);
                     if let Err(e) = self.watches.notify(&self.store, &out.events) {
                         tracing::warn!(error = %e, "delivering watch events failed");
                     }

@@ -58,6 +58,9 @@ pub enum MvccError {
     /// The underlying sled database failed.
     #[error("mvcc: storage error: {0}")]
     Storage(#[from] sled::Error),
+    /// An auth refusal (`crate::auth`), already in etcd's words.
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 impl MvccError {
@@ -81,6 +84,7 @@ impl MvccError {
             MvccError::LeaseExists => Code::FailedPrecondition,
             MvccError::InvalidSnapshot(_) | MvccError::Corrupt(_) => Code::DataLoss,
             MvccError::Storage(_) => Code::Unavailable,
+            MvccError::Auth(e) => e.grpc_code(),
         }
     }
 

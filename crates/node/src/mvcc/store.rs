@@ -9,7 +9,8 @@
 //! Layout: one sled tree (`mvcc`) in the node's shared `sled::Db`, with three key spaces:
 //! - `r` + revision → [`Record`]: the history, one entry per change;
 //! - `l` + lease id → granted TTL;
-//! - `mstate` → metadata: store revision, compact revision, applied Raft index (one value).
+//! - `mstate` → metadata: store revision, compact revision, applied Raft index (one value);
+//! - `a…` → the auth state (`crate::auth::state`): users, roles, enabled flag, auth revision.
 //!
 //! Keeping them in one tree lets every applied entry become ONE `sled::Batch` holding its
 //! changes *and* the applied index, which sled applies atomically: after a crash the store is
@@ -52,6 +53,7 @@ use super::record::Record;
 use super::revision::{REVISION_LEN, Revision};
 use super::snapshot;
 use super::txn;
+use crate::auth::state::{AuthState, PREFIX as AUTH_PREFIX};
 
 const TREE: &str = "mvcc";
 const RECORD_PREFIX: u8 = b'r';
@@ -166,6 +168,8 @@ pub struct MvccStore {
     tree: sled::Tree,
     index: TreeIndex,
     leases: Leases,
+    /// Users, roles and the auth switch: applied here so they share the entry's batch.
+    auth: AuthState,
     current_rev: i64,
     compact_rev: i64,
     applied: u64,
@@ -193,6 +197,7 @@ impl MvccStore {
             tree,
             index: TreeIndex::default(),
             leases: Leases::default(),
+            auth: AuthState::default(),
             current_rev: 1,
             compact_rev: 0,
             applied: 0,
@@ -224,6 +229,7 @@ impl MvccStore {
     fn install(&mut self, loaded: Loaded) {
         self.index = loaded.index;
         self.leases = loaded.leases;
+        self.auth = loaded.auth;
         self.current_rev = loaded.current_rev;
         self.compact_rev = loaded.compact_rev;
         self.applied = loaded.applied;
@@ -274,6 +280,11 @@ impl MvccStore {
     /// The revision of the last compaction (0 if never compacted).
     pub fn compact_revision(&self) -> i64 {
         self.compact_rev
+    }
+
+    /// The replicated auth state.
+    pub fn auth(&self) -> &AuthState {
+        &self.auth
     }
 
     /// The index of the last applied Raft entry.
@@ -570,7 +581,7 @@ impl MvccStore {
             });
         }
         let mut w = Writer::new(self.current_rev);
-        match self.execute(&mut w, req) {
+        match self.execute(&mut w, req, index) {
             Ok(op) => {
                 let revision = self.commit(&mut w, index)?;
                 let mut response = internal::Response { op: Some(op) };
@@ -649,6 +660,7 @@ impl MvccStore {
         &mut self,
         w: &mut Writer,
         req: &internal::Request,
+        index: u64,
     ) -> Result<internal::response::Op, MvccError> {
         use internal::request::Op as Req;
         use internal::response::Op as Resp;
@@ -656,6 +668,12 @@ impl MvccStore {
             .op
             .as_ref()
             .ok_or_else(|| MvccError::InvalidRequest("empty request".into()))?;
+        crate::auth::check::check_request(&self.auth, req, |id| {
+            self.leases
+                .get(id)
+                .map(|l| l.keys.iter().cloned().collect())
+                .unwrap_or_default()
+        })?;
         Ok(match op {
             Req::Put(p) => {
                 txn::check_put(p)?;
@@ -672,6 +690,21 @@ impl MvccStore {
             Req::LeaseRevoke(r) => Resp::LeaseRevoke(self.exec_lease_revoke(w, r)?),
             // Membership is the Raft loop's; the store only records that the entry applied.
             Req::MemberUpdate(_) => Resp::MemberUpdated(internal::MemberUpdated {}),
+            Req::AuthEnable(_)
+            | Req::AuthDisable(_)
+            | Req::Authenticate(_)
+            | Req::UserAdd(_)
+            | Req::UserDelete(_)
+            | Req::UserChangePassword(_)
+            | Req::UserGrantRole(_)
+            | Req::UserRevokeRole(_)
+            | Req::RoleAdd(_)
+            | Req::RoleDelete(_)
+            | Req::RoleGrantPermission(_)
+            | Req::RoleRevokePermission(_) => match self.auth.apply(op, index, &mut w.ops) {
+                Some(r) => r?,
+                None => return Err(MvccError::InvalidRequest("not an auth request".into())),
+            },
         })
     }
 
@@ -1006,6 +1039,7 @@ impl MvccStore {
 struct Loaded {
     index: TreeIndex,
     leases: Leases,
+    auth: AuthState,
     current_rev: i64,
     compact_rev: i64,
     applied: u64,
@@ -1019,6 +1053,7 @@ fn load_state<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     let mut st = Loaded {
         index: TreeIndex::default(),
         leases: Leases::default(),
+        auth: AuthState::default(),
         // etcd starts at revision 1, so the first write creates revision 2.
         current_rev: 1,
         compact_rev: 0,
@@ -1060,6 +1095,7 @@ fn load_state<K: AsRef<[u8]>, V: AsRef<[u8]>>(
                     )));
                 }
             }
+            Some(&AUTH_PREFIX) => st.auth.load_entry(k, v).map_err(MvccError::Corrupt)?,
             _ => return Err(MvccError::Corrupt("unknown key".into())),
         }
     }
@@ -1075,7 +1111,8 @@ fn set_header_revision(resp: &mut internal::Response, revision: i64) {
         Some(Op::Compaction(r)) => &mut r.header,
         Some(Op::LeaseGrant(r)) => &mut r.header,
         Some(Op::LeaseRevoke(r)) => &mut r.header,
-        Some(Op::Error(_) | Op::MemberUpdated(_)) | None => return,
+        Some(Op::Error(_) | Op::MemberUpdated(_) | Op::AuthChanged(_) | Op::Authenticated(_))
+        | None => return,
     };
     h.get_or_insert_with(ResponseHeader::default).revision = revision;
 }
