@@ -40,6 +40,9 @@ pub fn member_configs(dev: &DevConfig, data_dir: &std::path::Path) -> Vec<NodeCo
             max_request_bytes: 1_572_864,
             request_timeout_ms: 5_000,
             watch_progress_notify_interval_ms: 600_000,
+            quota_backend_bytes: 0,
+            initial_corrupt_check: false,
+            corrupt_check_time: std::time::Duration::ZERO,
         })
         .collect()
 }

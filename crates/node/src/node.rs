@@ -271,6 +271,21 @@ fn rebuild_members(store: &WalLogStore, mut members: Members) -> anyhow::Result<
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     cfg.validate()?;
     let opened = open_storage(&cfg).await?;
+    // etcd checks only a member that already holds data, before it serves anything.
+    if cfg.initial_corrupt_check && opened.sm.applied_index() > 0 {
+        let local = opened
+            .sm
+            .hash()
+            .map_err(crate::member::corrupt::CorruptError::Local)?;
+        let members: Vec<Member> = opened.members.by_id.values().cloned().collect();
+        crate::member::corrupt::initial_check(
+            (local.0, local.2, local.1),
+            &members,
+            opened.ident.member_id,
+            opened.ident.cluster_id,
+        )
+        .await?;
+    }
     let ident = opened.ident;
     let db = opened.db.clone();
     let member = start_member(&cfg, opened)?;
@@ -286,8 +301,17 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     );
 
     let discovery = tokio::spawn(discover_client_urls(member.handle.clone()));
+    let corrupt_check = (!cfg.corrupt_check_time.is_zero()).then(|| {
+        tokio::spawn(crate::member::corrupt::monitor(
+            member.handle.clone(),
+            cfg.corrupt_check_time,
+        ))
+    });
     shutdown.await;
     discovery.abort();
+    if let Some(t) = corrupt_check {
+        t.abort();
+    }
     tracing::info!("shutting down");
     graceful_handoff(&member.handle).await;
     member.handle.shutdown().await;
@@ -430,7 +454,8 @@ fn start_member(cfg: &NodeConfig, o: Opened) -> anyhow::Result<RunningMember> {
         ident.cluster_id,
         cfg.request_timeout(),
         cfg.max_request_bytes,
-    );
+    )
+    .with_quota(cfg.quota_backend_bytes);
     Ok(RunningMember {
         handle,
         loop_thread,

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod quota;
 pub mod watch;
 
 use flotilla_proto::etcdserverpb::ResponseHeader;

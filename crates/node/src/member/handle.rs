@@ -44,6 +44,8 @@ pub struct NodeHandle {
     pub request_timeout: Duration,
     /// Largest accepted request.
     pub max_request_bytes: usize,
+    /// The backend quota checked before writes (`--quota-backend-bytes`, api/quota.rs).
+    pub quota: Arc<crate::api::quota::BackendQuota>,
 }
 
 impl NodeHandle {
@@ -74,7 +76,14 @@ impl NodeHandle {
             cluster_id,
             request_timeout,
             max_request_bytes,
+            quota: Arc::new(crate::api::quota::BackendQuota::new(0)),
         }
+    }
+
+    /// Sets the backend quota from `--quota-backend-bytes` (0: etcd's 2 GiB default).
+    pub fn with_quota(mut self, flag: i64) -> Self {
+        self.quota = Arc::new(crate::api::quota::BackendQuota::new(flag));
+        self
     }
 
     /// Sends a command to the loop.

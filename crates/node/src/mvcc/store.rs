@@ -9,7 +9,8 @@
 //! Layout: one sled tree (`mvcc`) in the node's shared `sled::Db`, with three key spaces:
 //! - `r` + revision → [`Record`]: the history, one entry per change;
 //! - `l` + lease id → granted TTL;
-//! - `mstate` → metadata: store revision, compact revision, applied Raft index (one value).
+//! - `mstate` → metadata: store revision, compact revision, applied Raft index (one value);
+//! - `a` + member id + alarm type → an active alarm (`alarm.rs`).
 //!
 //! Keeping them in one tree lets every applied entry become ONE `sled::Batch` holding its
 //! changes *and* the applied index, which sled applies atomically: after a crash the store is
@@ -45,6 +46,7 @@ use flotilla_proto::etcdserverpb::{
 use flotilla_proto::internal;
 use flotilla_proto::mvccpb::{Event, KeyValue, event::EventType};
 
+use super::alarm::{ALARM_PREFIX, Alarms};
 use super::error::MvccError;
 use super::key_index::{KeyAt, KeyRange, TreeIndex};
 use super::lease::{Lease, Leases, MAX_LEASE_TTL, MIN_LEASE_TTL};
@@ -166,6 +168,7 @@ pub struct MvccStore {
     tree: sled::Tree,
     index: TreeIndex,
     leases: Leases,
+    alarms: Alarms,
     current_rev: i64,
     compact_rev: i64,
     applied: u64,
@@ -193,6 +196,7 @@ impl MvccStore {
             tree,
             index: TreeIndex::default(),
             leases: Leases::default(),
+            alarms: Alarms::default(),
             current_rev: 1,
             compact_rev: 0,
             applied: 0,
@@ -224,6 +228,7 @@ impl MvccStore {
     fn install(&mut self, loaded: Loaded) {
         self.index = loaded.index;
         self.leases = loaded.leases;
+        self.alarms = loaded.alarms;
         self.current_rev = loaded.current_rev;
         self.compact_rev = loaded.compact_rev;
         self.applied = loaded.applied;
@@ -274,6 +279,11 @@ impl MvccStore {
     /// The revision of the last compaction (0 if never compacted).
     pub fn compact_revision(&self) -> i64 {
         self.compact_rev
+    }
+
+    /// The active alarms, as replicated.
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
     }
 
     /// The index of the last applied Raft entry.
@@ -656,6 +666,7 @@ impl MvccStore {
             .op
             .as_ref()
             .ok_or_else(|| MvccError::InvalidRequest("empty request".into()))?;
+        self.alarms.gate(op)?;
         Ok(match op {
             Req::Put(p) => {
                 txn::check_put(p)?;
@@ -672,6 +683,7 @@ impl MvccStore {
             Req::LeaseRevoke(r) => Resp::LeaseRevoke(self.exec_lease_revoke(w, r)?),
             // Membership is the Raft loop's; the store only records that the entry applied.
             Req::MemberUpdate(_) => Resp::MemberUpdated(internal::MemberUpdated {}),
+            Req::Alarm(a) => Resp::Alarm(self.alarms.apply(a, &mut w.ops)),
         })
     }
 
@@ -1006,12 +1018,13 @@ impl MvccStore {
 struct Loaded {
     index: TreeIndex,
     leases: Leases,
+    alarms: Alarms,
     current_rev: i64,
     compact_rev: i64,
     applied: u64,
 }
 
-/// Rebuilds the in-memory state from tree entries in key order (leases `l` sort before
+/// Rebuilds the in-memory state from tree entries in key order (alarms `a` and leases `l` sort before
 /// metadata `m` and records `r`, so every lease exists before a record names it).
 fn load_state<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     entries: impl Iterator<Item = Result<(K, V), MvccError>>,
@@ -1019,6 +1032,7 @@ fn load_state<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     let mut st = Loaded {
         index: TreeIndex::default(),
         leases: Leases::default(),
+        alarms: Alarms::default(),
         // etcd starts at revision 1, so the first write creates revision 2.
         current_rev: 1,
         compact_rev: 0,
@@ -1031,6 +1045,7 @@ fn load_state<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             Some(&LEASE_PREFIX) if k.len() == 9 => {
                 st.leases.grant(i64_from(&k[1..])?, i64_from(v)?)
             }
+            Some(&ALARM_PREFIX) => st.alarms.load(k)?,
             Some(b'm') => match k {
                 META_STATE => {
                     (st.current_rev, st.compact_rev, st.applied) = decode_meta(v)?;
@@ -1075,6 +1090,7 @@ fn set_header_revision(resp: &mut internal::Response, revision: i64) {
         Some(Op::Compaction(r)) => &mut r.header,
         Some(Op::LeaseGrant(r)) => &mut r.header,
         Some(Op::LeaseRevoke(r)) => &mut r.header,
+        Some(Op::Alarm(r)) => &mut r.header,
         Some(Op::Error(_) | Op::MemberUpdated(_)) | None => return,
     };
     h.get_or_insert_with(ResponseHeader::default).revision = revision;
