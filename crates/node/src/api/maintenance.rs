@@ -3,7 +3,9 @@
 //! Alarm goes through Raft like any write (GET included, as etcd's `raftRequest`): alarms are
 //! replicated state-machine data (`mvcc/alarm.rs`); NOSPACE is raised by the quota check
 //! (`api/quota.rs`), CORRUPT by the corruption checks (`member/corrupt.rs`). Status lists the
-//! active alarms in `errors` as etcd does. Defragment has nothing to do on sled and succeeds. Hash and
+//! active alarms in `errors` as etcd does. Defragment succeeds but returns no space yet: sled
+//! never shrinks its files and the MVCC tree shares its database with the Raft store
+//! (docs/ARCHITECTURE.md §5.1). Hash and
 //! HashKV hash the local store (HashKV up to any revision not compacted), so `endpoint hashkv`
 //! compares members.
 //!
