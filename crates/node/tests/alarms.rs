@@ -14,6 +14,9 @@ use etcd_client::{AlarmAction, AlarmType, Client};
 
 const NOSPACE: &str = "etcdserver: mvcc: database space exceeded";
 const CORRUPT: &str = "etcdserver: corrupt cluster";
+/// Bound on a whole-cluster restart: three members replaying tens of MB on a shared machine
+/// (one run under a concurrent build took more than 20 s).
+const RESTART: Duration = Duration::from_secs(60);
 
 fn output_of(out: &std::process::Output) -> String {
     format!(
@@ -166,7 +169,7 @@ fn nospace_refuses_writes_on_every_member_until_disarmed_with_room() {
     for m in &mut c.members {
         m.start();
     }
-    let leader = c.wait_leader(Duration::from_secs(20));
+    let leader = c.wait_leader(RESTART);
     for ep in &eps {
         assert!(
             alarms(&rt, ep).contains(&(follower_id, AlarmType::Nospace)),
@@ -198,7 +201,7 @@ fn nospace_refuses_writes_on_every_member_until_disarmed_with_room() {
     for m in &mut c.members {
         m.start();
     }
-    let leader = c.wait_leader(Duration::from_secs(20));
+    let leader = c.wait_leader(RESTART);
     if !alarms(&rt, &eps[leader]).is_empty() {
         etcdctl_ok(&eps[leader], &["alarm", "disarm"]);
     }
