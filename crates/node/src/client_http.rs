@@ -4,7 +4,7 @@
 //! Health is served here as etcd serves it, because tools probe the client URL they were given
 //! (`kubectl get componentstatuses` asks the API server, which GETs `<etcd>/health`): `/health`
 //! is etcd's JSON, healthy when a leader is known and a linearizable read (etcd's QGET)
-//! completes; `/livez` and `/readyz` are etcd 3.5's, `/readyz` with the readiness the metrics
+//! completes and no alarm is active; `/livez` and `/readyz` are etcd 3.5's, `/readyz` with the readiness the metrics
 //! port's probe uses ([`crate::http::readiness`]).
 //!
 //! tonic hands every request whose path names no registered service to this axum router, so
@@ -38,7 +38,17 @@ pub fn routes(node: NodeHandle) -> tonic::service::Routes {
 }
 
 async fn health(State(node): State<NodeHandle>) -> Response {
-    let reason = if node.status().leader == 0 {
+    // An active alarm makes the member unhealthy first, as etcd's `checkHealth` does.
+    let alarm = node.sm.read().ok().and_then(|sm| {
+        sm.store()
+            .alarms()
+            .list()
+            .first()
+            .map(|a| format!("ALARM {}", crate::mvcc::alarm::alarm_name(a.alarm)))
+    });
+    let reason = if alarm.is_some() {
+        alarm
+    } else if node.status().leader == 0 {
         Some("RAFT NO LEADER".to_string())
     } else {
         node.linearizable_barrier()

@@ -141,6 +141,58 @@ pub struct NodeConfig {
     /// Auth: token type and TTL, bcrypt cost (`crate::auth::flags`).
     #[command(flatten)]
     pub auth: crate::auth::flags::AuthFlags,
+    /// Raise the NOSPACE alarm when the database would pass this many bytes (etcd's flag: 0
+    /// is etcd's 2 GiB default, a negative value disables the quota). See api/quota.rs.
+    #[arg(
+        long,
+        env = "FLOTILLA_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub quota_backend_bytes: i64,
+    /// Before serving, compare this member's HashKV with its peers' at the same revision and
+    /// refuse to start on a mismatch (etcd's `--experimental-initial-corrupt-check`).
+    #[arg(
+        long = "experimental-initial-corrupt-check",
+        alias = "initial-corrupt-check",
+        env = "FLOTILLA_INITIAL_CORRUPT_CHECK"
+    )]
+    pub initial_corrupt_check: bool,
+    /// How often the leader compares every member's HashKV and raises CORRUPT for a member
+    /// that differs (etcd's `--experimental-corrupt-check-time`, a duration such as `5s`;
+    /// 0, the default, disables it). See member/corrupt.rs.
+    #[arg(
+        long = "experimental-corrupt-check-time",
+        alias = "corrupt-check-time",
+        env = "FLOTILLA_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = parse_duration
+    )]
+    pub corrupt_check_time: Duration,
+}
+
+/// Parses a duration the way etcd's flags are written: a number and a unit (`ms`, `s`, `m`,
+/// `h`), or a bare `0`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{s}`: missing unit (ms, s, m, h)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("`{s}`: unknown unit (ms, s, m, h)")),
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{s}` is too long"))
 }
 
 /// Flags of `flotilla dev`.
@@ -321,6 +373,17 @@ mod tests {
         assert!(parse_initial_cluster("a").is_err());
         assert!(parse_initial_cluster("a=x,a=y").is_err());
         assert!(parse_initial_cluster("").is_err());
+    }
+
+    #[test]
+    fn durations_parse_like_etcd_flags() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5d").is_err());
     }
 
     #[test]

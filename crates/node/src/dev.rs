@@ -42,6 +42,9 @@ pub fn member_configs(dev: &DevConfig, data_dir: &std::path::Path) -> Vec<NodeCo
             request_timeout_ms: 5_000,
             watch_progress_notify_interval_ms: 600_000,
             auth: Default::default(),
+            quota_backend_bytes: 0,
+            initial_corrupt_check: false,
+            corrupt_check_time: std::time::Duration::ZERO,
         })
         .collect()
 }

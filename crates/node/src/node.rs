@@ -361,6 +361,21 @@ async fn removed(mut status: watch::Receiver<NodeStatus>) {
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     cfg.validate()?;
     let opened = open_storage(&cfg).await?;
+    // etcd checks only a member that already holds data, before it serves anything.
+    if cfg.initial_corrupt_check && opened.sm.applied_index() > 0 {
+        let local = opened
+            .sm
+            .hash()
+            .map_err(crate::member::corrupt::CorruptError::Local)?;
+        let members: Vec<Member> = opened.members.by_id.values().cloned().collect();
+        crate::member::corrupt::initial_check(
+            (local.0, local.2, local.1),
+            &members,
+            opened.ident.member_id,
+            opened.ident.cluster_id,
+        )
+        .await?;
+    }
     let ident = opened.ident;
     let db = opened.db.clone();
     let member = start_member(&cfg, opened)?;
@@ -376,11 +391,20 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     );
 
     let discovery = tokio::spawn(discover_client_urls(member.handle.clone()));
+    let corrupt_check = (!cfg.corrupt_check_time.is_zero()).then(|| {
+        tokio::spawn(crate::member::corrupt::monitor(
+            member.handle.clone(),
+            cfg.corrupt_check_time,
+        ))
+    });
     let was_removed = tokio::select! {
         () = shutdown => false,
         () = removed(member.status_rx.clone()) => true,
     };
     discovery.abort();
+    if let Some(t) = corrupt_check {
+        t.abort();
+    }
     if was_removed {
         // No hand-off: a removed member leads nothing and must not answer clients with data
         // the cluster no longer replicates to it.
@@ -547,7 +571,8 @@ fn start_member(cfg: &NodeConfig, o: Opened) -> anyhow::Result<RunningMember> {
         ident.cluster_id,
         cfg.request_timeout(),
         cfg.max_request_bytes,
-    );
+    )
+    .with_quota(cfg.quota_backend_bytes);
     handle.election_timeout = Duration::from_millis(cfg.tick_ms * u64::from(cfg.election_ticks));
     Ok(RunningMember {
         handle,

@@ -7,14 +7,15 @@ mod common;
 use std::time::Duration;
 
 use common::{Cluster, etcdctl, wait_until};
+use flotilla_proto::etcdserverpb::alarm_request::AlarmAction;
 use flotilla_proto::etcdserverpb::cluster_client::ClusterClient;
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::lease_client::LeaseClient;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use flotilla_proto::etcdserverpb::{
-    CompactionRequest, Compare, LeaseRevokeRequest, MemberAddRequest, MemberPromoteRequest,
-    MemberRemoveRequest, MoveLeaderRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    compare, request_op,
+    AlarmRequest, AlarmType, CompactionRequest, Compare, LeaseGrantRequest, LeaseRevokeRequest,
+    MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, PutRequest,
+    RangeRequest, RequestOp, TxnRequest, compare, request_op,
 };
 use tonic::Code;
 
@@ -413,4 +414,83 @@ fn errors_etcd_defines_carry_its_code_and_exact_text() {
     assert_eq!(ms.len(), 4, "{out}");
     let learners = ms.iter().filter(|m| m["isLearner"].as_bool() == Some(true));
     assert_eq!(learners.count(), 1, "{out}");
+}
+
+/// Raises (or clears) an alarm with a raw Maintenance.Alarm, as a client may.
+fn alarm(endpoint: &str, action: AlarmAction, member_id: u64, alarm: AlarmType) {
+    let req = AlarmRequest {
+        action: action as i32,
+        member_id,
+        alarm: alarm as i32,
+    };
+    on(endpoint, async |ch| {
+        MaintenanceClient::new(ch).alarm(req).await.map(|_| ())
+    })
+    .expect("alarm request");
+}
+
+fn lease_grant(endpoint: &str) -> Result<(), tonic::Status> {
+    on(endpoint, async |ch| {
+        LeaseClient::new(ch)
+            .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+            .await
+            .map(|_| ())
+    })
+}
+
+/// The errors of etcd's alarm appliers (`applierV3Capped`, `applierV3Corrupt`), decided at
+/// apply from the replicated alarms, so a follower answers them as the leader does.
+#[test]
+fn active_alarms_refuse_requests_with_etcds_code_and_text() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(20));
+    let f = (leader + 1) % 3;
+    let (follower_id, _, _) = c.status_of(f).expect("follower status");
+    let fep = c.members[f].endpoint();
+    let lep = c.members[leader].endpoint();
+    let rev = put(&fep, b"a").expect("put");
+
+    alarm(&lep, AlarmAction::Activate, follower_id, AlarmType::Nospace);
+    let nospace = (
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded".to_string(),
+    );
+    assert_eq!(err_of(put(&fep, b"b")), nospace, "put");
+    assert_eq!(
+        err_of(txn_of_puts(&fep, &[b"c"])),
+        nospace,
+        "txn with a put"
+    );
+    assert_eq!(err_of(lease_grant(&fep)), nospace, "lease grant");
+    assert!(range(&fep, b"a", 0).is_ok(), "range is served");
+    assert!(
+        txn_of_puts(&fep, &[]).is_ok(),
+        "a txn without puts is applied"
+    );
+    assert!(compact(&fep, rev).is_ok(), "compaction is applied");
+
+    alarm(&lep, AlarmAction::Activate, follower_id, AlarmType::Corrupt);
+    let corrupt = (Code::DataLoss, "etcdserver: corrupt cluster".to_string());
+    assert_eq!(err_of(put(&fep, b"b")), corrupt, "put");
+    assert_eq!(err_of(txn_of_puts(&fep, &[])), corrupt, "txn");
+    assert_eq!(err_of(compact(&fep, rev + 1)), corrupt, "compaction");
+    assert_eq!(err_of(lease_revoke(&fep, 0x7777)), corrupt, "lease revoke");
+    assert!(
+        range(&fep, b"a", 0).is_ok(),
+        "range is served, as etcd's base applier does"
+    );
+
+    alarm(
+        &lep,
+        AlarmAction::Deactivate,
+        follower_id,
+        AlarmType::Corrupt,
+    );
+    alarm(
+        &lep,
+        AlarmAction::Deactivate,
+        follower_id,
+        AlarmType::Nospace,
+    );
+    assert!(put(&fep, b"b").is_ok(), "writes work once disarmed");
 }

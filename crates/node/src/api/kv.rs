@@ -15,6 +15,7 @@ use flotilla_proto::etcdserverpb::{
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
+use super::quota::{self, Costed};
 use super::{header, observe};
 use crate::contract::ServerError;
 use crate::member::handle::NodeHandle;
@@ -87,6 +88,8 @@ impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let (md, _, req) = request.into_parts();
         let r = async {
+            // etcd's quota server wraps the KV server: the quota is checked first.
+            quota::check(&self.node, Costed::Put(&req)).await?;
             if req.key.is_empty() {
                 return Err(Status::invalid_argument("etcdserver: key is not provided"));
             }
@@ -115,6 +118,7 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let (md, _, req) = request.into_parts();
         let r = async {
+            quota::check(&self.node, Costed::Txn(&req)).await?;
             // etcd's checks, before anything is replicated: each list bounded by 128 (not
             // their sum), keys present, no key written twice in a branch.
             crate::mvcc::txn::check_txn(&req)

@@ -169,6 +169,8 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let req = request.into_inner();
         let r = async {
+            // etcd's quota server wraps the Lease server: the quota is checked first.
+            super::quota::check(&self.node, super::quota::Costed::LeaseGrant).await?;
             if req.ttl > MAX_LEASE_TTL {
                 return Err(Status::out_of_range("etcdserver: too large lease TTL"));
             }

@@ -1,7 +1,11 @@
 //! etcd's Maintenance service: Status, MoveLeader, Alarm, Defragment, Hash, HashKV, Snapshot.
 //!
-//! Alarms: Flotilla raises none (no space quota yet), so the list is honestly empty — etcdctl
-//! `endpoint health` consults it. Defragment has nothing to do on sled and succeeds. Hash and
+//! Alarm goes through Raft like any write (GET included, as etcd's `raftRequest`): alarms are
+//! replicated state-machine data (`mvcc/alarm.rs`); NOSPACE is raised by the quota check
+//! (`api/quota.rs`), CORRUPT by the corruption checks (`member/corrupt.rs`). Status lists the
+//! active alarms in `errors` as etcd does. Defragment succeeds but returns no space yet: sled
+//! never shrinks its files and the MVCC tree shares its database with the Raft store
+//! (docs/ARCHITECTURE.md §5.1). Hash and
 //! HashKV hash the local store (HashKV up to any revision not compacted), so `endpoint hashkv`
 //! compares members.
 //!
@@ -32,6 +36,7 @@ use super::{header, observe};
 use crate::contract::ServerError;
 use crate::contract::members::{self, Members};
 use crate::member::handle::NodeHandle;
+use crate::mvcc::alarm::alarm_text;
 
 /// The etcd API level served: etcd 3.4's v3 API (its `rpc.proto`), plus etcd 3.5's
 /// `/livez` and `/readyz`. Clients compare the major.minor of a server's version.
@@ -161,12 +166,13 @@ type SnapshotStream =
 impl Maintenance for MaintenanceService {
     async fn alarm(
         &self,
-        _request: Request<AlarmRequest>,
+        request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        let r = Ok(AlarmResponse {
-            header: Some(header(&self.node, 0)),
-            alarms: Vec::new(),
-        });
+        let r = self
+            .node
+            .write(request.into_inner())
+            .await
+            .map_err(Status::from);
         observe(&self.node, "Alarm", r).map(Response::new)
     }
 
@@ -176,6 +182,11 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<StatusResponse>, Status> {
         let st = self.node.status();
         let is_learner = st.member(st.id).is_some_and(|m| m.is_learner);
+        // etcd lists every active alarm of the cluster, in its text form.
+        let errors = match self.node.sm.read() {
+            Ok(sm) => sm.store().alarms().list().iter().map(alarm_text).collect(),
+            Err(_) => return Err(Status::internal("state machine lock poisoned")),
+        };
         let r = Ok(StatusResponse {
             header: Some(header(&self.node, 0)),
             version: VERSION.to_string(),
@@ -184,7 +195,7 @@ impl Maintenance for MaintenanceService {
             raft_index: st.commit,
             raft_term: st.term,
             raft_applied_index: st.applied,
-            errors: Vec::new(),
+            errors,
             db_size_in_use: st.db_size,
             is_learner,
         });

@@ -19,6 +19,7 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod quota;
 pub mod watch;
 
 use flotilla_proto::etcdserverpb::ResponseHeader;

@@ -46,6 +46,8 @@ pub struct NodeHandle {
     pub max_request_bytes: usize,
     /// The Raft election timeout (a peer not heard from for this long is not up).
     pub election_timeout: Duration,
+    /// The backend quota checked before writes (`--quota-backend-bytes`, api/quota.rs).
+    pub quota: Arc<crate::api::quota::BackendQuota>,
 }
 
 impl NodeHandle {
@@ -77,7 +79,14 @@ impl NodeHandle {
             request_timeout,
             max_request_bytes,
             election_timeout: Duration::from_secs(1),
+            quota: Arc::new(crate::api::quota::BackendQuota::new(0)),
         }
+    }
+
+    /// Sets the backend quota from `--quota-backend-bytes` (0: etcd's 2 GiB default).
+    pub fn with_quota(mut self, flag: i64) -> Self {
+        self.quota = Arc::new(crate::api::quota::BackendQuota::new(flag));
+        self
     }
 
     /// Sends a command to the loop.

@@ -9,6 +9,7 @@
 //! [`crate::contract`], so this module imports neither of them.
 
 pub mod apply;
+pub mod corrupt;
 pub mod handle;
 pub mod image;
 pub mod lease_expiry;

@@ -4,9 +4,9 @@
 //! into the caller's type, and stamps its header — once, for every service.
 
 use flotilla_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
-    PutResponse, ResponseHeader, TxnRequest, TxnResponse,
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, PutRequest, PutResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use flotilla_proto::internal::{self, request, response};
 
@@ -50,6 +50,7 @@ etcd_write!(TxnRequest, TxnResponse, Txn);
 etcd_write!(CompactionRequest, CompactionResponse, Compaction);
 etcd_write!(LeaseGrantRequest, LeaseGrantResponse, LeaseGrant);
 etcd_write!(LeaseRevokeRequest, LeaseRevokeResponse, LeaseRevoke);
+etcd_write!(AlarmRequest, AlarmResponse, Alarm);
 
 impl Write for internal::MemberUpdate {
     type Response = internal::MemberUpdated;

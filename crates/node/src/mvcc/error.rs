@@ -55,6 +55,12 @@ pub enum MvccError {
     /// Stored data that cannot be decoded.
     #[error("mvcc: corrupt store: {0}")]
     Corrupt(String),
+    /// A write while the NOSPACE alarm is active (etcd's `ErrNoSpace`).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    /// A request while the CORRUPT alarm is active (etcd's `ErrCorrupt`).
+    #[error("etcdserver: corrupt cluster")]
+    CorruptCluster,
     /// The underlying sled database failed.
     #[error("mvcc: storage error: {0}")]
     Storage(#[from] sled::Error),
@@ -82,7 +88,10 @@ impl MvccError {
             | MvccError::InvalidRequest(_) => Code::InvalidArgument,
             MvccError::LeaseNotFound => Code::NotFound,
             MvccError::LeaseExists => Code::FailedPrecondition,
-            MvccError::InvalidSnapshot(_) | MvccError::Corrupt(_) => Code::DataLoss,
+            MvccError::InvalidSnapshot(_) | MvccError::Corrupt(_) | MvccError::CorruptCluster => {
+                Code::DataLoss
+            }
+            MvccError::NoSpace => Code::ResourceExhausted,
             MvccError::Storage(_) => Code::Unavailable,
             MvccError::Auth(e) => e.grpc_code(),
         }
@@ -91,7 +100,9 @@ impl MvccError {
     /// The message etcd's gRPC layer sends for this error.
     pub fn grpc_message(&self) -> String {
         match self {
-            MvccError::Compacted | MvccError::FutureRev => format!("etcdserver: {self}"),
+            MvccError::Compacted | MvccError::FutureRev | MvccError::NoSpace => {
+                format!("etcdserver: {self}")
+            }
             MvccError::LeaseNotFound => "etcdserver: requested lease not found".into(),
             MvccError::LeaseExists => "etcdserver: lease already exists".into(),
             MvccError::LeaseTtlTooLarge => "etcdserver: too large lease TTL".into(),
@@ -145,6 +156,22 @@ mod tests {
         assert_eq!(
             MvccError::DuplicateKey.grpc_message(),
             "etcdserver: duplicate key given in txn request"
+        );
+        assert_eq!(
+            MvccError::NoSpace.grpc_message(),
+            "etcdserver: mvcc: database space exceeded"
+        );
+        assert_eq!(
+            MvccError::NoSpace.grpc_code(),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(
+            MvccError::CorruptCluster.grpc_message(),
+            "etcdserver: corrupt cluster"
+        );
+        assert_eq!(MvccError::CorruptCluster.grpc_code(), tonic::Code::DataLoss);
+        assert!(
+            MvccError::NoSpace.is_deterministic() && MvccError::CorruptCluster.is_deterministic()
         );
         let st: tonic::Status = MvccError::LeaseNotFound.into();
         assert_eq!(st.code(), tonic::Code::NotFound);

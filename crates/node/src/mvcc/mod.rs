@@ -16,8 +16,10 @@
 //!   leases, snapshots.
 //! - [`snapshot`]: the snapshot byte format.
 //! - [`watch`]: [`watch::WatchHub`], watches with history replay and slow-watcher catch-up.
+//! - [`alarm`]: the replicated alarms (NOSPACE, CORRUPT) and the writes they refuse.
 //! - [`error`]: `MvccError`, with etcd's messages and gRPC codes.
 
+pub mod alarm;
 pub mod error;
 pub mod key_index;
 pub mod lease;

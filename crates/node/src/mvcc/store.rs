@@ -6,11 +6,12 @@
 //! that. What could stand alone already does: the key → revisions index is `key_index`,
 //! watches are `watch`.
 //!
-//! Layout: one sled tree (`mvcc`) in the node's shared `sled::Db`, with three key spaces:
+//! Layout: one sled tree (`mvcc`) in the node's shared `sled::Db`, with these key spaces:
 //! - `r` + revision → [`Record`]: the history, one entry per change;
 //! - `l` + lease id → granted TTL;
 //! - `mstate` → metadata: store revision, compact revision, applied Raft index (one value);
 //! - `a…` → the auth state (`crate::auth::state`): users, roles, enabled flag, auth revision.
+//! - `x` + member id + alarm type → an active alarm (`alarm.rs`).
 //!
 //! Keeping them in one tree lets every applied entry become ONE `sled::Batch` holding its
 //! changes *and* the applied index, which sled applies atomically: after a crash the store is
@@ -46,6 +47,7 @@ use flotilla_proto::etcdserverpb::{
 use flotilla_proto::internal;
 use flotilla_proto::mvccpb::{Event, KeyValue, event::EventType};
 
+use super::alarm::{ALARM_PREFIX, Alarms};
 use super::error::MvccError;
 use super::key_index::{KeyAt, KeyRange, TreeIndex};
 use super::lease::{Lease, Leases, MAX_LEASE_TTL, MIN_LEASE_TTL};
@@ -170,6 +172,7 @@ pub struct MvccStore {
     leases: Leases,
     /// Users, roles and the auth switch: applied here so they share the entry's batch.
     auth: AuthState,
+    alarms: Alarms,
     current_rev: i64,
     compact_rev: i64,
     applied: u64,
@@ -198,6 +201,7 @@ impl MvccStore {
             index: TreeIndex::default(),
             leases: Leases::default(),
             auth: AuthState::default(),
+            alarms: Alarms::default(),
             current_rev: 1,
             compact_rev: 0,
             applied: 0,
@@ -230,6 +234,7 @@ impl MvccStore {
         self.index = loaded.index;
         self.leases = loaded.leases;
         self.auth = loaded.auth;
+        self.alarms = loaded.alarms;
         self.current_rev = loaded.current_rev;
         self.compact_rev = loaded.compact_rev;
         self.applied = loaded.applied;
@@ -285,6 +290,11 @@ impl MvccStore {
     /// The replicated auth state.
     pub fn auth(&self) -> &AuthState {
         &self.auth
+    }
+
+    /// The active alarms, as replicated.
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
     }
 
     /// The index of the last applied Raft entry.
@@ -668,6 +678,7 @@ impl MvccStore {
             .op
             .as_ref()
             .ok_or_else(|| MvccError::InvalidRequest("empty request".into()))?;
+        self.alarms.gate(op)?;
         crate::auth::check::check_request(&self.auth, req, |id| {
             self.leases
                 .get(id)
@@ -705,6 +716,7 @@ impl MvccStore {
                 Some(r) => r?,
                 None => return Err(MvccError::InvalidRequest("not an auth request".into())),
             },
+            Req::Alarm(a) => Resp::Alarm(self.alarms.apply(a, &mut w.ops)),
         })
     }
 
@@ -1040,13 +1052,15 @@ struct Loaded {
     index: TreeIndex,
     leases: Leases,
     auth: AuthState,
+    alarms: Alarms,
     current_rev: i64,
     compact_rev: i64,
     applied: u64,
 }
 
-/// Rebuilds the in-memory state from tree entries in key order (leases `l` sort before
-/// metadata `m` and records `r`, so every lease exists before a record names it).
+/// Rebuilds the in-memory state from tree entries in key order (auth `a` and leases `l` sort
+/// before metadata `m` and records `r`, so every lease exists before a record names it; alarms
+/// `x` name nothing).
 fn load_state<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     entries: impl Iterator<Item = Result<(K, V), MvccError>>,
 ) -> Result<Loaded, MvccError> {
@@ -1054,6 +1068,7 @@ fn load_state<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         index: TreeIndex::default(),
         leases: Leases::default(),
         auth: AuthState::default(),
+        alarms: Alarms::default(),
         // etcd starts at revision 1, so the first write creates revision 2.
         current_rev: 1,
         compact_rev: 0,
@@ -1066,6 +1081,7 @@ fn load_state<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             Some(&LEASE_PREFIX) if k.len() == 9 => {
                 st.leases.grant(i64_from(&k[1..])?, i64_from(v)?)
             }
+            Some(&ALARM_PREFIX) => st.alarms.load(k)?,
             Some(b'm') => match k {
                 META_STATE => {
                     (st.current_rev, st.compact_rev, st.applied) = decode_meta(v)?;
@@ -1111,6 +1127,7 @@ fn set_header_revision(resp: &mut internal::Response, revision: i64) {
         Some(Op::Compaction(r)) => &mut r.header,
         Some(Op::LeaseGrant(r)) => &mut r.header,
         Some(Op::LeaseRevoke(r)) => &mut r.header,
+        Some(Op::Alarm(r)) => &mut r.header,
         Some(Op::Error(_) | Op::MemberUpdated(_) | Op::AuthChanged(_) | Op::Authenticated(_))
         | None => return,
     };
