@@ -559,3 +559,91 @@ fn etcdctl_elect_and_the_election_service_agree_on_the_leader() {
         still_blocked(&mut campaign).await;
     });
 }
+
+/// etcd runs the recipes on an in-process client that carries the caller's token, so with
+/// auth on every step is checked as the caller's: a user may lock and campaign only under
+/// prefixes its roles allow.
+#[test]
+fn lock_and_election_are_checked_as_the_caller_when_auth_is_on() {
+    let c = Cluster::start(1, &[]);
+    let ep = c.members[0].endpoint();
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "locker"],
+        &[
+            "role",
+            "grant-permission",
+            "locker",
+            "readwrite",
+            "locks/",
+            "--prefix",
+        ],
+        &["user", "add", "alice:apw"],
+        &["user", "grant-role", "alice", "locker"],
+        &["user", "add", "bob:bpw"],
+        &["auth", "enable"],
+    ] {
+        common::etcdctl_ok(&ep, args);
+    }
+    runtime().block_on(async {
+        let as_user = |u: &'static str, p: &'static str| {
+            let ep = ep.clone();
+            async move {
+                Client::connect(
+                    [ep.as_str()],
+                    Some(etcd_client::ConnectOptions::new().with_user(u, p)),
+                )
+                .await
+                .expect("connect as user")
+            }
+        };
+        let mut alice = as_user("alice", "apw").await;
+        let mut bob = as_user("bob", "bpw").await;
+        // Lease 0: the service grants the session lease as the caller (no permission needed).
+        let key = alice
+            .lock("locks/a", None)
+            .await
+            .expect("alice locks under her prefix");
+        assert!(key.key().starts_with(b"locks/a/"));
+        let denied = status(
+            alice
+                .lock("other/a", None)
+                .await
+                .expect_err("outside her prefix"),
+        );
+        assert!(denied.message().contains("permission denied"), "{denied:?}");
+        let denied = status(
+            bob.lock("locks/b", None)
+                .await
+                .expect_err("bob has no role"),
+        );
+        assert!(denied.message().contains("permission denied"), "{denied:?}");
+        let lease = grant(&mut alice, 30).await;
+        alice
+            .campaign("locks/e", "alice", lease)
+            .await
+            .expect("alice campaigns under her prefix");
+        let denied = status(
+            bob.leader("locks/e")
+                .await
+                .expect_err("bob may not read it"),
+        );
+        assert!(denied.message().contains("permission denied"), "{denied:?}");
+        let denied = status(bob.observe("locks/e").await.expect_err("nor observe it"));
+        assert!(denied.message().contains("permission denied"), "{denied:?}");
+        assert_eq!(
+            alice
+                .leader("locks/e")
+                .await
+                .expect("alice reads the leader")
+                .kv()
+                .map(|kv| kv.value().to_vec()),
+            Some(b"alice".to_vec())
+        );
+        // Nothing of bob's attempts was written.
+        let mut root = as_user("root", "rootpw").await;
+        assert!(keys_under(&mut root, "locks/b").await.is_empty());
+    });
+}

@@ -22,7 +22,9 @@ use flotilla_proto::etcdserverpb::{
 use flotilla_proto::mvccpb::{KeyValue, event::EventType};
 use tokio::sync::mpsc;
 use tonic::Status;
+use tonic::metadata::MetadataMap;
 
+use crate::auth;
 use crate::member::handle::NodeHandle;
 use crate::mvcc::watch::StreamId;
 
@@ -149,21 +151,31 @@ pub fn range_kvs(responses: &[ResponseOp], i: usize) -> &[KeyValue] {
 
 /// The lease an owner key is bound to: the caller's, or — for 0, "no lease" — a fresh one
 /// with the session's default TTL, as `concurrency.NewSession` grants.
-pub async fn session_lease(node: &NodeHandle, lease: i64) -> Result<i64, Status> {
+pub async fn session_lease(node: &NodeHandle, md: &MetadataMap, lease: i64) -> Result<i64, Status> {
     if lease != 0 {
         return Ok(lease);
     }
-    let granted = node
-        .write(LeaseGrantRequest {
+    let granted = auth::write(
+        node,
+        md,
+        LeaseGrantRequest {
             ttl: DEFAULT_SESSION_TTL,
             id: 0,
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(granted.id)
 }
 
-/// A linearizable Range against the local state machine, header completed.
-pub async fn range(node: &NodeHandle, req: RangeRequest) -> Result<RangeResponse, Status> {
+/// A linearizable Range against the local state machine, header completed, as the caller
+/// whose token is in `md` (etcd runs these recipes on an in-process client that carries the
+/// caller's token, so every step is checked as theirs).
+pub async fn range(
+    node: &NodeHandle,
+    md: &MetadataMap,
+    req: RangeRequest,
+) -> Result<RangeResponse, Status> {
+    auth::check_read(node, md, &req.key, &req.range_end).await?;
     node.linearizable_barrier().await?;
     let mut resp = node.sm.read().map_err(|_| poisoned())?.range(&req)?;
     let rev = resp.header.as_ref().map_or(0, |h| h.revision);
@@ -176,6 +188,7 @@ pub async fn range(node: &NodeHandle, req: RangeRequest) -> Result<RangeResponse
 /// with the header of the read that found none left.
 pub async fn wait_deletes(
     node: &NodeHandle,
+    md: &MetadataMap,
     prefix: &[u8],
     max_create_rev: i64,
 ) -> Result<ResponseHeader, Status> {
@@ -183,7 +196,7 @@ pub async fn wait_deletes(
         let mut req = first_created(prefix);
         req.sort_order = SortOrder::Descend as i32;
         req.max_create_revision = max_create_rev;
-        let resp = range(node, req).await?;
+        let resp = range(node, md, req).await?;
         let Some(kv) = resp.kvs.first() else {
             return Ok(resp.header.unwrap_or_default());
         };
@@ -306,14 +319,14 @@ impl Drop for HubWatch {
 /// of its own. The write is a Txn: a plain delete for a lock, a delete guarded by the key's
 /// create revision for a campaign (`Election.Resign`).
 pub struct Cleanup {
-    armed: Option<(NodeHandle, TxnRequest)>,
+    armed: Option<(NodeHandle, MetadataMap, TxnRequest)>,
 }
 
 impl Cleanup {
-    /// Arms `txn`.
-    pub fn new(node: &NodeHandle, txn: TxnRequest) -> Self {
+    /// Arms `txn`, to be written as the caller whose token is in `md`.
+    pub fn new(node: &NodeHandle, md: &MetadataMap, txn: TxnRequest) -> Self {
         Cleanup {
-            armed: Some((node.clone(), txn)),
+            armed: Some((node.clone(), md.clone(), txn)),
         }
     }
 
@@ -324,24 +337,24 @@ impl Cleanup {
 
     /// Runs the write now (the wait failed) and waits for it.
     pub async fn run(mut self) {
-        if let Some((node, txn)) = self.armed.take() {
-            undo(node, txn).await;
+        if let Some((node, md, txn)) = self.armed.take() {
+            undo(node, md, txn).await;
         }
     }
 }
 
-async fn undo(node: NodeHandle, txn: TxnRequest) {
-    if let Err(e) = node.write(txn).await {
+async fn undo(node: NodeHandle, md: MetadataMap, txn: TxnRequest) {
+    if let Err(e) = auth::write(&node, &md, txn).await {
         tracing::warn!(error = %e, "removing an abandoned owner key failed");
     }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some((node, txn)) = self.armed.take()
+        if let Some((node, md, txn)) = self.armed.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            rt.spawn(undo(node, txn));
+            rt.spawn(undo(node, md, txn));
         }
     }
 }

@@ -24,6 +24,7 @@ use flotilla_proto::v3electionpb::{
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::concurrency::{
@@ -31,6 +32,7 @@ use super::concurrency::{
     prefix_of, put_op, range, range_kvs, recipe_error, session_lease, wait_deletes,
 };
 use super::observe;
+use crate::auth;
 use crate::member::handle::NodeHandle;
 
 /// etcd's `concurrency.ErrElectionNotLeader`.
@@ -55,9 +57,13 @@ impl ElectionService {
         ElectionService { node }
     }
 
-    async fn campaign_inner(&self, req: CampaignRequest) -> Result<CampaignResponse, Status> {
+    async fn campaign_inner(
+        &self,
+        md: &MetadataMap,
+        req: CampaignRequest,
+    ) -> Result<CampaignResponse, Status> {
         let node = &self.node;
-        let lease = session_lease(node, req.lease).await?;
+        let lease = session_lease(node, md, req.lease).await?;
         let prefix = prefix_of(&req.name);
         let key = owner_key(&prefix, lease);
         let txn = TxnRequest {
@@ -65,7 +71,7 @@ impl ElectionService {
             success: vec![put_op(&key, &req.value, lease)],
             failure: vec![get_op(&key)],
         };
-        let resp = node.write(txn).await?;
+        let resp = auth::write(node, md, txn).await?;
         let mut rev = resp.header.as_ref().map_or(0, |h| h.revision);
         if !resp.succeeded {
             let Some(kv) = range_kvs(&resp.responses, 0).first() else {
@@ -75,15 +81,15 @@ impl ElectionService {
             rev = kv.create_revision;
             // Campaigning again with another value proclaims it.
             if kv.value != req.value
-                && let Err(e) = proclaim(node, &key, rev, lease, &req.value).await
+                && let Err(e) = proclaim(node, md, &key, rev, lease, &req.value).await
             {
-                let _ = resign(node, &key, rev).await;
+                let _ = resign(node, md, &key, rev).await;
                 return Err(e);
             }
         }
         // Only a caller that goes away resigns; a failed wait leaves the key (as etcd).
-        let cleanup = Cleanup::new(node, resign_txn(&key, rev));
-        let waited = wait_deletes(node, &prefix, rev - 1).await;
+        let cleanup = Cleanup::new(node, md, resign_txn(&key, rev));
+        let waited = wait_deletes(node, md, &prefix, rev - 1).await;
         cleanup.disarm();
         waited?;
         Ok(CampaignResponse {
@@ -97,8 +103,12 @@ impl ElectionService {
         })
     }
 
-    async fn leader_inner(&self, req: LeaderRequest) -> Result<LeaderResponse, Status> {
-        let resp = range(&self.node, first_created(&prefix_of(&req.name))).await?;
+    async fn leader_inner(
+        &self,
+        md: &MetadataMap,
+        req: LeaderRequest,
+    ) -> Result<LeaderResponse, Status> {
+        let resp = range(&self.node, md, first_created(&prefix_of(&req.name))).await?;
         let Some(kv) = resp.kvs.into_iter().next() else {
             return Err(Status::unknown(NO_LEADER));
         };
@@ -112,18 +122,18 @@ impl ElectionService {
 /// Puts `value` on the leader key if it is still the one created at `rev`.
 async fn proclaim(
     node: &NodeHandle,
+    md: &MetadataMap,
     key: &[u8],
     rev: i64,
     lease: i64,
     value: &[u8],
 ) -> Result<Option<ResponseHeader>, Status> {
-    let resp = node
-        .write(TxnRequest {
-            compare: vec![created_at(key, rev)],
-            success: vec![put_op(key, value, lease)],
-            failure: vec![],
-        })
-        .await?;
+    let txn = TxnRequest {
+        compare: vec![created_at(key, rev)],
+        success: vec![put_op(key, value, lease)],
+        failure: vec![],
+    };
+    let resp = auth::write(node, md, txn).await?;
     if !resp.succeeded {
         return Err(Status::unknown(NOT_LEADER));
     }
@@ -140,15 +150,25 @@ fn resign_txn(key: &[u8], rev: i64) -> TxnRequest {
 
 /// Deletes the leader key if it is still the one created at `rev`; a newer or missing key is
 /// not an error (etcd's `Resign`).
-async fn resign(node: &NodeHandle, key: &[u8], rev: i64) -> Result<Option<ResponseHeader>, Status> {
-    Ok(node.write(resign_txn(key, rev)).await?.header)
+async fn resign(
+    node: &NodeHandle,
+    md: &MetadataMap,
+    key: &[u8],
+    rev: i64,
+) -> Result<Option<ResponseHeader>, Status> {
+    Ok(auth::write(node, md, resign_txn(key, rev)).await?.header)
 }
 
 /// Observe's loop (etcd's `Election.observe`): the current leader — or, with none, the first
 /// key put under the prefix — then every put to that key until it is deleted, then again.
 /// Ends quietly (the stream closes with OK, as etcd's) when a read or watch fails or the
 /// client goes away.
-async fn observe_loop(node: NodeHandle, name: Vec<u8>, tx: mpsc::Sender<LeaderResponse>) {
+async fn observe_loop(
+    node: NodeHandle,
+    md: MetadataMap,
+    name: Vec<u8>,
+    tx: mpsc::Sender<LeaderResponse>,
+) {
     let prefix = prefix_of(&name);
     let send = |header: Option<ResponseHeader>, kv: KeyValue| {
         let tx = tx.clone();
@@ -162,7 +182,7 @@ async fn observe_loop(node: NodeHandle, name: Vec<u8>, tx: mpsc::Sender<LeaderRe
         }
     };
     loop {
-        let Ok(resp) = range(&node, first_created(&prefix)).await else {
+        let Ok(resp) = range(&node, &md, first_created(&prefix)).await else {
             return;
         };
         let rev = resp.header.as_ref().map_or(0, |h| h.revision);
@@ -250,7 +270,8 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        let r = self.campaign_inner(request.into_inner()).await;
+        let md = request.metadata().clone();
+        let r = self.campaign_inner(&md, request.into_inner()).await;
         observe(&self.node, "Campaign", r.map_err(recipe_error)).map(Response::new)
     }
 
@@ -258,13 +279,15 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let md = request.metadata().clone();
         let req = request.into_inner();
         let r = async {
             let leader = req.leader.ok_or_else(missing_leader)?;
             // etcd resumes the election on a session for the given lease, granting one for
             // lease 0, and puts the value with the session's lease.
-            let lease = session_lease(&self.node, leader.lease).await?;
-            let header = proclaim(&self.node, &leader.key, leader.rev, lease, &req.value).await?;
+            let lease = session_lease(&self.node, &md, leader.lease).await?;
+            let header =
+                proclaim(&self.node, &md, &leader.key, leader.rev, lease, &req.value).await?;
             Ok(ProclaimResponse { header })
         }
         .await;
@@ -275,7 +298,8 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let r = self.leader_inner(request.into_inner()).await;
+        let md = request.metadata().clone();
+        let r = self.leader_inner(&md, request.into_inner()).await;
         observe(&self.node, "Leader", r.map_err(recipe_error)).map(Response::new)
     }
 
@@ -283,13 +307,19 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let md = request.metadata().clone();
         let req = request.into_inner();
-        let (tx, rx) = mpsc::channel(OBSERVE_BUFFER);
-        tokio::spawn(observe_loop(self.node.clone(), req.name, tx));
-        let r: Result<ObserveStream, Status> = Ok(Box::pin(futures::StreamExt::map(
-            ReceiverStream::new(rx),
-            Ok,
-        )));
+        let r: Result<ObserveStream, Status> = async {
+            // Refused up front, as etcd's in-process watch is: the stream would only end.
+            let prefix = prefix_of(&req.name);
+            auth::check_read(&self.node, &md, &prefix, &prefix_end(&prefix)).await?;
+            let (tx, rx) = mpsc::channel(OBSERVE_BUFFER);
+            tokio::spawn(observe_loop(self.node.clone(), md, req.name, tx));
+            let stream: ObserveStream =
+                Box::pin(futures::StreamExt::map(ReceiverStream::new(rx), Ok));
+            Ok(stream)
+        }
+        .await;
         observe(&self.node, "Observe", r.map_err(recipe_error)).map(Response::new)
     }
 
@@ -297,13 +327,14 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let md = request.metadata().clone();
         let req = request.into_inner();
         let r = async {
             let leader = req.leader.ok_or_else(missing_leader)?;
             // As etcd: a session is made for the lease (granted for 0) though only the key and
             // its create revision decide.
-            session_lease(&self.node, leader.lease).await?;
-            let header = resign(&self.node, &leader.key, leader.rev).await?;
+            session_lease(&self.node, &md, leader.lease).await?;
+            let header = resign(&self.node, &md, &leader.key, leader.rev).await?;
             Ok(ResignResponse { header })
         }
         .await;

@@ -13,6 +13,7 @@
 use flotilla_proto::etcdserverpb::{DeleteRangeRequest, RangeRequest, TxnRequest};
 use flotilla_proto::v3lockpb::lock_server::Lock;
 use flotilla_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::concurrency::{
@@ -20,6 +21,7 @@ use super::concurrency::{
     range_kvs, range_op, recipe_error, session_lease, wait_deletes,
 };
 use super::observe;
+use crate::auth;
 use crate::member::handle::NodeHandle;
 
 /// etcd's `concurrency.ErrSessionExpired`: the caller's key vanished while it waited (its
@@ -38,9 +40,9 @@ impl LockService {
         LockService { node }
     }
 
-    async fn lock_inner(&self, req: LockRequest) -> Result<LockResponse, Status> {
+    async fn lock_inner(&self, md: &MetadataMap, req: LockRequest) -> Result<LockResponse, Status> {
         let node = &self.node;
-        let lease = session_lease(node, req.lease).await?;
+        let lease = session_lease(node, md, req.lease).await?;
         let prefix = prefix_of(&req.name);
         let key = owner_key(&prefix, lease);
         let txn = TxnRequest {
@@ -48,7 +50,7 @@ impl LockService {
             success: vec![put_op(&key, b"", lease), range_op(first_created(&prefix))],
             failure: vec![get_op(&key), range_op(first_created(&prefix))],
         };
-        let resp = node.write(txn).await?;
+        let resp = auth::write(node, md, txn).await?;
         let my_rev = if resp.succeeded {
             resp.header.as_ref().map_or(0, |h| h.revision)
         } else {
@@ -68,17 +70,19 @@ impl LockService {
         // Queued behind older keys. From here the key is removed unless the lock is granted.
         let cleanup = Cleanup::new(
             node,
+            md,
             TxnRequest {
                 success: vec![delete_op(&key)],
                 ..Default::default()
             },
         );
-        if let Err(e) = wait_deletes(node, &prefix, my_rev - 1).await {
+        if let Err(e) = wait_deletes(node, md, &prefix, my_rev - 1).await {
             cleanup.run().await;
             return Err(e);
         }
         let own = match range(
             node,
+            md,
             RangeRequest {
                 key: key.clone(),
                 ..Default::default()
@@ -106,7 +110,8 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let r = self.lock_inner(request.into_inner()).await;
+        let md = request.metadata().clone();
+        let r = self.lock_inner(&md, request.into_inner()).await;
         observe(&self.node, "Lock", r.map_err(recipe_error)).map(Response::new)
     }
 
@@ -114,6 +119,7 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        let md = request.metadata().clone();
         let req = request.into_inner();
         let r = async {
             // etcd deletes whatever key it is given (clientv3 `Delete`; a missing key is not an
@@ -121,13 +127,15 @@ impl Lock for LockService {
             if req.key.is_empty() {
                 return Err(Status::invalid_argument("etcdserver: key is not provided"));
             }
-            let resp = self
-                .node
-                .write(DeleteRangeRequest {
+            let resp = auth::write(
+                &self.node,
+                &md,
+                DeleteRangeRequest {
                     key: req.key,
                     ..Default::default()
-                })
-                .await?;
+                },
+            )
+            .await?;
             Ok(UnlockResponse {
                 header: resp.header,
             })
