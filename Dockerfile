@@ -43,6 +43,9 @@ RUN echo 'flotilla:x:65532:65532:flotilla:/var/lib/flotilla:/usr/sbin/nologin' >
  && mkdir -p /var/lib/flotilla \
  && chown 65532:65532 /var/lib/flotilla
 COPY --from=builder /out/flotilla /out/flotilla-operator /out/flotilla-writer /usr/local/bin/
+# CA roots for `flotilla backup` to an https:// S3 endpoint (the slim image has none); the
+# builder's bundle, so the runtime stage still needs no package manager step.
+COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 WORKDIR /var/lib/flotilla
 EXPOSE 2379 2380 9379 8080

@@ -2,7 +2,8 @@
 # Runs Flotilla's whole test suite on a fresh Debian bookworm machine.
 #
 # It installs what the tests need first (Debian's etcd-client for `etcdctl`, strace for the
-# fsync test, prometheus for `promtool`, protobuf-compiler for the etcd-client test crate), so a
+# fsync test, prometheus for `promtool`, protobuf-compiler for the etcd-client test crate,
+# python3-venv and PyPI's moto for the backup tests' S3 server), so a
 # missing install step fails here, loudly, rather than hiding behind a machine that was
 # prepared by hand.
 set -euo pipefail
@@ -15,6 +16,8 @@ command -v strace >/dev/null 2>&1 || need_pkgs+=(strace)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 # protoc, for the etcd-client dev-dependency's build script (Flotilla's own protos use protox).
 command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)
+# python3 with venv, for the S3 test server the backup tests run (moto, from PyPI, below).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3 python3-venv)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update
@@ -24,6 +27,11 @@ etcdctl version
 strace -V | head -1
 promtool --version 2>&1 | head -1
 protoc --version
+# The backup tests' S3 server (moto, pinned, into a venv under target/): installed here so
+# crates/node/tests/backup.rs never skips in CI.
+scripts/s3-test-server.sh --install
+# ... and told that a server that does not start is a failure here, not a skip.
+export FLOTILLA_S3_REQUIRED=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -37,6 +37,15 @@
 #             data; a member held down fires FlotillaMemberDown for it alone (and
 #             FlotillaQuorumAtRisk matches), nothing else; needs `prometheus` and PyYAML and
 #             pod IPs routable from here (local-k8s), else it is reported SKIPPED
+#   tls       a second RaftCluster with spec.tls.mode Operator: certificate Secrets, etcdctl
+#             over https with the admin client certificate (plaintext, an untrusting client
+#             and member remove without a certificate refused), scaled 3 → 5 → 3 under a TLS
+#             writer, one certificate per member left
+#   backup    an S3 server pod (scripts/build-s3-image.sh); spec.backup with the backup-now
+#             annotation and a schedule: both backups succeed; a new RaftCluster with
+#             spec.bootstrap.fromBackup starts with every key
+#   quorum    a third cluster loses 2 of 3 volumes: QuorumLost=True and the survivor left
+#             alone; spec.recovery.allowDataLoss: 3 voters again with every acknowledged write
 #
 # Environment: FLOTILLA_IMAGE (flotilla:e2e), E2E_SKIP_BUILD=1 (use the image as it is),
 # E2E_LOAD_IMAGE (command + args; the image name is appended), E2E_NAMESPACE (flotilla-e2e),
@@ -55,7 +64,7 @@ RC=demo
 TIMEOUT="${E2E_TIMEOUT:-300}"
 HELM="$ROOT/tests/e2e/helm.sh"
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(install scale regrow pods removed operator kill9 upgrade storage badspec metrics alerts)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(install scale regrow pods removed operator kill9 upgrade storage badspec metrics alerts tls backup quorum)
 # Every other scenario works on the cluster `install` creates.
 [ "${SCENARIOS[0]}" = install ] || SCENARIOS=(install "${SCENARIOS[@]}")
 WORK="$(mktemp -d /tmp/flotilla-e2e.XXXXXX)"
@@ -117,8 +126,14 @@ pod_not_ready() {
 member_replaced() { local id; id=$(member_id "$1"); [ -n "$id" ] && [ "$id" != "$2" ]; }
 
 # --- the write checker ---------------------------------------------------------------------
-writer_start() { # NAME PREFIX
-  local name=$1 prefix=$2
+writer_start() { # NAME PREFIX [TLS-SECRET [EXTRA-ARGS]]: with a client certificate Secret, over TLS
+  local name=$1 prefix=$2 tls=${3:-} extra=${4:-}
+  local args='' mounts='' volumes=''
+  if [ -n "$tls" ]; then
+    args=', --cacert, /tls/ca.crt, --cert, /tls/tls.crt, --key, /tls/tls.key'
+    mounts="    volumeMounts: [{name: tls, mountPath: /tls, readOnly: true}]"
+    volumes="  volumes: [{name: tls, secret: {secretName: $tls}}]"
+  fi
   kn delete pod "$name" --ignore-not-found --wait=true >/dev/null
   cat <<YAML | kn apply -f - >/dev/null
 apiVersion: v1
@@ -134,7 +149,9 @@ spec:
     image: $IMAGE
     imagePullPolicy: IfNotPresent
     command: [flotilla-writer, --endpoints, "$RC.$NS.svc:2379", --prefix, "$prefix",
-              --workers, "4", --stop-file, /tmp/stop, --verify-timeout, 150s]
+              --workers, "4", --stop-file, /tmp/stop, --verify-timeout, 150s$args$extra]
+$mounts
+$volumes
 YAML
   wait_for "writer $name running" pod_phase_is "$name" Running
   wait_for "writer $name acknowledged writes" writer_acked_some "$name"
@@ -823,6 +840,203 @@ PY
   writer_finish w-alerts
   stop_prometheus
   record alerts "$t" "$WRITER_ACKED" "$WRITER_LOST"
+}
+
+
+# --- TLS, backups, quorum loss ----------------------------------------------------------------
+# etcdctl from this host to a cluster through `kubectl port-forward` (127.0.0.1 is in every
+# member's certificate); sets PF (the port-forward's pid) and E (the etcdctl command).
+etcdctl_to() { # CLUSTER [TLS-DIR]
+  # The Service's cluster IP where this host routes it (kube-proxy on this host, as local-k8s),
+  # else `kubectl port-forward` (127.0.0.1 is in every member's certificate). Over the cluster
+  # IP, which no certificate names, TLS checks the chain but not the name
+  # (--insecure-skip-tls-verify is etcdctl's only way to do that); the node's tests check names.
+  local ip port tls=()
+  ip=$(kn get svc "$1" -o jsonpath='{.spec.clusterIP}')
+  PF=0
+  if [ -n "${2:-}" ]; then
+    tls=(--cacert "$2/ca.crt" --cert "$2/tls.crt" --key "$2/tls.key")
+    E=(etcdctl --endpoints="https://$ip:2379" "${tls[@]}" --insecure-skip-tls-verify --command-timeout=10s)
+  else
+    E=(etcdctl --endpoints="$ip:2379" --command-timeout=10s --dial-timeout=3s)
+  fi
+  "${E[@]}" endpoint health >/dev/null 2>&1 && return 0
+  port=$((25000 + RANDOM % 3000))
+  kn port-forward "svc/$1" "$port:2379" >"$WORK/pf-$1.log" 2>&1 &
+  PF=$!
+  if [ -n "${2:-}" ]; then
+    E=(etcdctl --endpoints="https://127.0.0.1:$port" "${tls[@]}" --command-timeout=10s)
+  else
+    E=(etcdctl --endpoints="127.0.0.1:$port" --command-timeout=10s)
+  fi
+  wait_for "etcdctl to $1" "${E[@]}" endpoint health
+}
+# Keys under a prefix (etcdctl 3.4 has no --count-only).
+count_keys() { "${E[@]}" get "$1" --prefix --keys-only | grep -c . || true; }
+secret_file() { kn get secret "$1" -o jsonpath="{.data.${2//./\\.}}" | base64 -d; }
+new_cluster() { # NAME REPLICAS EXTRA-SPEC-YAML
+  cat <<YAML | kn apply -f - >/dev/null
+apiVersion: flotilla.dev/v1alpha1
+kind: RaftCluster
+metadata:
+  name: $1
+spec:
+  replicas: $2
+  image: $IMAGE
+  imagePullPolicy: IfNotPresent
+  storage:
+    size: 64Mi
+$3
+YAML
+}
+
+bundle_keys() {
+  kn get secret "$RC-tls" -o jsonpath='{.data}' \
+    | python3 -c 'import json,sys; print(" ".join(sorted(json.load(sys.stdin))))'
+}
+bundle_is() { [ "$(bundle_keys)" = "$1" ]; }
+scenario_tls() {
+  local t=$SECONDS RC=tls d="$WORK/tls"
+  log "tls: a RaftCluster with operator-managed certificates, 3 → 5 → 3 under writes"
+  new_cluster "$RC" 3 "  tls: {mode: Operator}"
+  wait_for "3 TLS voters, Running" settled 3
+  [ "$(cond CertificatesReady)" = True ] || die "CertificatesReady is not True"
+  kn get secret "$RC-tls" "$RC-ca" "$RC-client-tls" >/dev/null || die "certificate Secrets missing"
+  mkdir -p "$d"
+  for f in ca.crt tls.crt tls.key; do secret_file "$RC-client-tls" "$f" >"$d/$f"; done
+  etcdctl_to "$RC" "$d"
+  local url=${E[1]#--endpoints=}
+  local insecure=()
+  [[ " ${E[*]} " == *" --insecure-skip-tls-verify "* ]] && insecure=(--insecure-skip-tls-verify)
+  "${E[@]}" put e2e/tls hello >/dev/null
+  [ "$("${E[@]}" get e2e/tls --print-value-only)" = hello ] || die "etcdctl get over TLS"
+  echo "    etcdctl --cacert --cert --key over https: ok"
+  etcdctl --endpoints="${url/https/http}" --command-timeout=3s get e2e/tls >/dev/null 2>&1 \
+    && die "the TLS port served plaintext"
+  etcdctl --endpoints="$url" --command-timeout=3s get e2e/tls >/dev/null 2>&1 \
+    && die "a client that does not trust the cluster's CA was served"
+  local id; id=$(member_id "$RC-2")
+  if etcdctl --endpoints="$url" --cacert "$d/ca.crt" "${insecure[@]}" --command-timeout=5s member remove "$id" \
+      >"$WORK/rm.out" 2>&1; then die "member remove without a client certificate succeeded"; fi
+  grep -qi "permission" "$WORK/rm.out" || die "member remove without a certificate: $(cat "$WORK/rm.out")"
+  echo "    member remove without a client certificate: $(tail -1 "$WORK/rm.out")"
+  [ "$PF" = 0 ] || kill "$PF" 2>/dev/null || true
+  writer_start w-tls e2e/tls/ "$RC-client-tls"
+  scale_to 5
+  scale_to 3
+  writer_finish w-tls
+  wait_for "one certificate per member in $RC-tls" bundle_is "ca.crt tls-0.crt tls-0.key tls-1.crt tls-1.key tls-2.crt tls-2.key"
+  echo "    $RC-tls holds: $(bundle_keys)"
+  record tls "$t" "$WRITER_ACKED" "$WRITER_LOST"
+  kn delete raftcluster "$RC" --wait=true --timeout=120s >/dev/null
+}
+
+S3_IMAGE="${E2E_S3_IMAGE:-flotilla-s3:dev}"
+s3_ready() { kn exec s3 -- python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:9000/backups")'; }
+backup_ok() { [ "$(cond BackupSucceeded)" = True ]; }
+backup_name() { jp '{.status.backup.lastSuccessful.name}'; }
+backup_changed() { local n; n=$(backup_name); [ -n "$n" ] && [ "$n" != "$1" ]; }
+scenario_backup() {
+  local t=$SECONDS
+  log "backup: an S3 server, on-demand and scheduled backups of $RC, a cluster restored from one"
+  docker image inspect "$S3_IMAGE" >/dev/null 2>&1 || scripts/build-s3-image.sh "$S3_IMAGE"
+  cat <<YAML | kn apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: s3, labels: {app.kubernetes.io/name: flotilla-e2e-s3}}
+spec:
+  # The Service "s3" would inject S3_PORT=tcp://…, the variable the server's port is read from.
+  enableServiceLinks: false
+  containers:
+  - {name: s3, image: $S3_IMAGE, imagePullPolicy: IfNotPresent, ports: [{containerPort: 9000}],
+     env: [{name: S3_PORT, value: "9000"}]}
+---
+apiVersion: v1
+kind: Service
+# moto takes the first label of any DNS Host for a virtual-hosted bucket, path style or not:
+# the backups reach it by the Service's cluster IP (S3_URL below).
+metadata: {name: objects}
+spec:
+  selector: {app.kubernetes.io/name: flotilla-e2e-s3}
+  ports: [{port: 9000, targetPort: 9000, protocol: TCP}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s3-creds}
+stringData: {AWS_ACCESS_KEY_ID: flotilla-test, AWS_SECRET_ACCESS_KEY: flotilla-test-secret}
+YAML
+  wait_for "S3 server" s3_ready
+  local S3_URL
+  S3_URL="http://$(kn get svc objects -o jsonpath='{.spec.clusterIP}'):9000"
+  writer_start w-backup e2e/backup/ "" ', --value-size, "256"'
+  sleep 30
+  writer_finish w-backup
+  etcdctl_to "$RC"
+  local keys rev
+  keys=$(count_keys e2e/backup/)
+  [ "$PF" = 0 ] || kill "$PF" 2>/dev/null || true
+  kn patch raftcluster "$RC" --type merge -p "{\"spec\":{\"backup\":{\"schedule\":\"*/2 * * * *\",
+    \"retention\":{\"count\":3},\"target\":{\"s3\":{\"endpoint\":\"$S3_URL\",
+    \"bucket\":\"backups\",\"prefix\":\"e2e/\",\"pathStyle\":true,\"credentialsSecret\":\"s3-creds\"}}}}}" >/dev/null
+  local b=$SECONDS
+  kn annotate raftcluster "$RC" flotilla.dev/backup-now=first --overwrite >/dev/null
+  wait_for "the first backup" backup_ok
+  local first; first=$(backup_name)
+  echo "    backup-now: $first, $(jp '{.status.backup.lastSuccessful.size}') bytes at revision $(jp '{.status.backup.lastSuccessful.revision}'), $keys keys, $((SECONDS - b)) s from the annotation"
+  TIMEOUT=240 wait_for "a scheduled backup" backup_changed "$first"
+  echo "    scheduled: $(backup_name) (next: $(jp '{.status.backup.nextScheduled}'))"
+  log "restore: a new RaftCluster from the latest backup"
+  local r=$SECONDS
+  new_cluster restored 3 "  bootstrap:
+    fromBackup:
+      cluster: $RC
+      location: {s3: {endpoint: '$S3_URL', bucket: backups, prefix: e2e/, pathStyle: true, credentialsSecret: s3-creds}}"
+  RC=restored wait_for "restored cluster: 3 voters" settled 3
+  local restore_s=$((SECONDS - r))
+  etcdctl_to restored
+  local got
+  got=$(count_keys e2e/backup/)
+  [ "$PF" = 0 ] || kill "$PF" 2>/dev/null || true
+  [ "$got" = "$keys" ] || die "restored cluster holds $got of the $keys keys"
+  echo "    restored: $got keys, 3 voters in $restore_s s"
+  RC=restored cond Restored | grep -q True || die "Restored condition"
+  record backup "$t" "$keys" "$((keys - got))"
+  kn delete raftcluster restored --wait=true --timeout=120s >/dev/null
+}
+
+quorum_lost() { [ "$(cond QuorumLost)" = True ]; }
+scenario_quorum() {
+  local t=$SECONDS RC=ql
+  log "quorum: 2 of 3 members lose their volumes; QuorumLost, then allowDataLoss"
+  new_cluster "$RC" 3 ""
+  wait_for "3 voters" settled 3
+  writer_start w-quorum e2e/quorum/
+  sleep 10
+  writer_finish w-quorum
+  local acked=$WRITER_ACKED
+  kn delete pvc "data-$RC-1" "data-$RC-2" --wait=false >/dev/null
+  kn delete pod "$RC-1" "$RC-2" --wait=false >/dev/null
+  local l=$SECONDS
+  wait_for "QuorumLost=True" quorum_lost
+  echo "    QuorumLost after $((SECONDS - l)) s: $(jp '{.status.conditions[?(@.type=="QuorumLost")].message}')"
+  sleep 20
+  [ "$(kn get pod "$RC-0" -o jsonpath='{.status.containerStatuses[0].restartCount}')" = 0 ] \
+    || die "the survivor was restarted without allowDataLoss"
+  local r=$SECONDS
+  kn patch raftcluster "$RC" --type merge -p '{"spec":{"recovery":{"allowDataLoss":true}}}' >/dev/null
+  wait_for "recovered: 3 voters" settled 3
+  echo "    recovered to 3 voters in $((SECONDS - r)) s"
+  events | grep -E "^RecoveringFromQuorumLoss" | head -1 | cut -c1-300 | sed 's/^/    /' \
+    || die "no RecoveringFromQuorumLoss Event"
+  etcdctl_to "$RC"
+  local got
+  got=$(count_keys e2e/quorum/)
+  "${E[@]}" put e2e/quorum-after ok >/dev/null || die "no write after recovery"
+  [ "$PF" = 0 ] || kill "$PF" 2>/dev/null || true
+  [ "$got" -ge "$acked" ] || die "after recovery $got keys, $acked were acknowledged"
+  echo "    $got keys after recovery ($acked acknowledged before the loss)"
+  record quorum "$t" "$acked" "$((acked > got ? acked - got : 0))"
+  kn delete raftcluster "$RC" --wait=true --timeout=120s >/dev/null
 }
 
 teardown() {

@@ -24,14 +24,15 @@ use serde_json::json;
 use crate::member::handle::NodeHandle;
 
 /// Every non-gRPC route of the client port, ready to be merged with the gRPC services.
-pub fn routes(node: NodeHandle) -> tonic::service::Routes {
+/// `bcrypt_cost` hashes the passwords the gateway's `/v3/auth/*` routes receive.
+pub fn routes(node: NodeHandle, bcrypt_cost: u32) -> tonic::service::Routes {
     let health = axum::Router::new()
         .route("/health", get(health))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/version", get(version))
         .with_state(node.clone());
-    crate::gateway::router(node)
+    crate::gateway::router(node, bcrypt_cost)
         .merge(health)
         .fallback(unknown_path)
         .into()

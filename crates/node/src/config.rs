@@ -34,6 +34,10 @@ pub enum Command {
     /// Inspect or restore a file written by `etcdctl snapshot save` from a Flotilla member.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Back up a cluster to S3-compatible storage or a directory, list, prune and restore
+    /// backups.
+    #[command(subcommand)]
+    Backup(Box<crate::backup::BackupCommand>),
 }
 
 /// `flotilla snapshot …`.
@@ -141,6 +145,9 @@ pub struct NodeConfig {
     /// Auth: token type and TTL, bcrypt cost (`crate::auth::flags`).
     #[command(flatten)]
     pub auth: crate::auth::flags::AuthFlags,
+    /// TLS: certificates, keys and CAs of the client and peer ports (`crate::tls::flags`).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsFlags,
     /// Raise the NOSPACE alarm when the database would pass this many bytes (etcd's flag: 0
     /// is etcd's 2 GiB default, a negative value disables the quota). See api/quota.rs.
     #[arg(
@@ -169,6 +176,12 @@ pub struct NodeConfig {
         value_parser = parse_duration
     )]
     pub corrupt_check_time: Duration,
+    /// etcd's `--force-new-cluster`: restart a member whose cluster lost its quorum for good
+    /// as the only member of the same cluster, keeping its whole log and rewriting the
+    /// membership to itself. Needs a data dir that holds a voter. Run it once; later starts
+    /// without the flag keep the new membership.
+    #[arg(long, env = "FLOTILLA_FORCE_NEW_CLUSTER", value_parser = clap::builder::BoolishValueParser::new())]
+    pub force_new_cluster: bool,
 }
 
 /// Parses a duration the way etcd's flags are written: a number and a unit (`ms`, `s`, `m`,
@@ -211,6 +224,11 @@ pub struct DevConfig {
     /// Tick length passed to the members, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub tick_ms: u64,
+    /// Serve TLS: a CA, per-member server and peer certificates and a client certificate
+    /// (CN=root) are generated under `<data-dir>/tls/`; client ports speak TLS and peers
+    /// mutual TLS.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// One member of `--initial-cluster`.
@@ -231,21 +249,31 @@ pub enum ConfigError {
     /// A timing flag is out of range.
     #[error("{0}")]
     Timing(String),
+    /// TLS flags that cannot work, or URLs whose scheme disagrees with them.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl NodeConfig {
-    /// The client URL advertised to others.
+    /// The client URL advertised to others (https:// by default when the client port serves
+    /// TLS).
     pub fn client_url(&self) -> String {
+        let scheme = if self.tls.client_tls() {
+            "https"
+        } else {
+            "http"
+        };
         self.advertise_client
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen_client))
+            .unwrap_or_else(|| format!("{scheme}://{}", self.listen_client))
     }
 
-    /// The peer URL advertised to others.
+    /// The peer URL advertised to others (https:// by default with peer TLS).
     pub fn peer_url(&self) -> String {
+        let scheme = if self.tls.peer_tls() { "https" } else { "http" };
         self.advertise_peer
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen_peer))
+            .unwrap_or_else(|| format!("{scheme}://{}", self.listen_peer))
     }
 
     /// The tick interval.
@@ -285,6 +313,51 @@ impl NodeConfig {
                     self.name
                 )));
             }
+        }
+        self.tls
+            .validate()
+            .map_err(|e| ConfigError::Tls(e.to_string()))?;
+        self.validate_schemes()
+    }
+
+    /// The scheme decides whether a URL is dialled with TLS (as in etcd), so a URL that
+    /// disagrees with this member's own TLS setup would only fail later, connection by
+    /// connection: peer URLs must be https:// exactly when peer TLS is on, and an advertised
+    /// client URL https:// exactly when the client port serves TLS.
+    fn validate_schemes(&self) -> Result<(), ConfigError> {
+        let peer_tls = self.tls.peer_tls();
+        let want = if peer_tls { "https://" } else { "http://" };
+        let why = if peer_tls {
+            "peer TLS is on (--peer-cert-file)"
+        } else {
+            "peer TLS is off (no --peer-cert-file)"
+        };
+        let mut peer_urls: Vec<(String, String)> =
+            vec![("--advertise-peer".into(), self.peer_url())];
+        if let Some(ic) = &self.initial_cluster {
+            for m in parse_initial_cluster(ic)? {
+                peer_urls.push((format!("--initial-cluster member {}", m.name), m.peer_url));
+            }
+        }
+        for (flag, url) in peer_urls {
+            if url.contains("://") && !url.starts_with(want) {
+                return Err(ConfigError::Tls(format!(
+                    "{flag}: {url} should start with {want}: {why}"
+                )));
+            }
+        }
+        let client_tls = self.tls.client_tls();
+        let url = self.client_url();
+        let want = if client_tls { "https://" } else { "http://" };
+        if url.contains("://") && !url.starts_with(want) {
+            return Err(ConfigError::Tls(format!(
+                "--advertise-client: {url} should start with {want}: the client port {} TLS",
+                if client_tls {
+                    "serves"
+                } else {
+                    "does not serve"
+                }
+            )));
         }
         Ok(())
     }
@@ -384,6 +457,57 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    fn node(args: &[&str]) -> NodeConfig {
+        let mut argv = vec!["flotilla", "node"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("flags parse").command {
+            Command::Node(cfg) => *cfg,
+            _ => unreachable!("node subcommand"),
+        }
+    }
+
+    #[test]
+    fn tls_flags_switch_default_urls_to_https_and_refuse_disagreeing_schemes() {
+        let tls = [
+            "--cert-file",
+            "c",
+            "--key-file",
+            "k",
+            "--peer-cert-file",
+            "pc",
+            "--peer-key-file",
+            "pk",
+            "--peer-trusted-ca-file",
+            "ca",
+        ];
+        let cfg = node(&tls);
+        assert!(cfg.client_url().starts_with("https://"));
+        assert!(cfg.peer_url().starts_with("https://"));
+        assert_eq!(cfg.validate(), Ok(()));
+        let mut plain_peers = tls.to_vec();
+        plain_peers.extend(["--name", "a", "--initial-cluster", "a=http://h:1"]);
+        let e = node(&plain_peers).validate().unwrap_err().to_string();
+        assert!(e.contains("should start with https://"), "{e}");
+        let e = node(&["--initial-cluster", "default=https://h:1"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("peer TLS is off"), "{e}");
+        let unset = node(&["--cert-file", "", "--key-file", ""]);
+        assert_eq!(unset.validate(), Ok(()), "empty paths are unset");
+        assert!(unset.client_url().starts_with("http://"));
+        let e = node(&["--cert-file", "c"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--key-file"), "{e}");
+        let e = node(&["--advertise-client", "https://h:1"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not serve TLS"), "{e}");
     }
 
     #[test]

@@ -19,7 +19,13 @@
 //! last two).
 //!
 //! Each endpoint calls the same service code the gRPC API runs, so routing to the leader,
-//! ReadIndex, validation and headers are identical. Errors come back as grpc-gateway's
+//! ReadIndex, validation, auth and headers are identical. The caller's token comes as
+//! grpc-gateway v1 forwards it to etcd: the `Authorization` header (the bare token returned by
+//! `/v3/auth/authenticate`) becomes the `authorization` metadata key, `Grpc-Metadata-Token`
+//! becomes `token`; with auth enabled a request without one is refused as a gRPC one is. The
+//! Auth service itself is served under etcd 3.4's paths (`/v3/auth/enable`,
+//! `/v3/auth/authenticate`, `/v3/auth/user/{add,get,list,delete,changepw,grant,revoke}`,
+//! `/v3/auth/role/{add,get,list,delete,grant,revoke}`, …). Errors come back as grpc-gateway's
 //! `{"error": …, "code": <gRPC code>, "message": …}` with its HTTP status mapping; a body that
 //! is not valid JSON (or has a field of the wrong type) is a 400 with code 3, naming the field
 //! and what it should hold (read from the descriptors, as the generated impls' own errors say
@@ -31,16 +37,22 @@ use std::sync::LazyLock;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use flotilla_proto::etcdserverpb::auth_server::Auth as _;
 use flotilla_proto::etcdserverpb::cluster_server::Cluster as _;
 use flotilla_proto::etcdserverpb::kv_server::Kv as _;
 use flotilla_proto::etcdserverpb::lease_server::Lease as _;
 use flotilla_proto::etcdserverpb::maintenance_server::Maintenance as _;
 use flotilla_proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
-    MemberListRequest, PutRequest, RangeRequest, StatusRequest, TxnRequest,
+    AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest, AuthRoleDeleteRequest,
+    AuthRoleGetRequest, AuthRoleGrantPermissionRequest, AuthRoleListRequest,
+    AuthRoleRevokePermissionRequest, AuthUserAddRequest, AuthUserChangePasswordRequest,
+    AuthUserDeleteRequest, AuthUserGetRequest, AuthUserGrantRoleRequest, AuthUserListRequest,
+    AuthUserRevokeRoleRequest, AuthenticateRequest, CompactionRequest, DeleteRangeRequest,
+    LeaseGrantRequest, LeaseRevokeRequest, MemberListRequest, PutRequest, RangeRequest,
+    StatusRequest, TxnRequest,
 };
 use flotilla_proto::v3electionpb::election_server::Election as _;
 use flotilla_proto::v3electionpb::{
@@ -56,6 +68,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use serde_path_to_error::{Path, Segment};
 
+use crate::api::auth::AuthService;
 use crate::api::election::ElectionService;
 use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
@@ -63,7 +76,30 @@ use crate::api::{cluster::ClusterService, kv::KvService, lease::LeaseService};
 use crate::member::handle::NodeHandle;
 
 /// The gateway's routes; [`crate::client_http`] merges them into the client port's router.
-pub fn router(node: NodeHandle) -> Router {
+/// `bcrypt_cost` is the Auth service's (`--bcrypt-cost`), for the passwords of `/v3/auth/*`.
+pub fn router(node: NodeHandle, bcrypt_cost: u32) -> Router {
+    let auth = AuthGateway {
+        service: AuthService::new(node.clone(), bcrypt_cost),
+        node: node.clone(),
+    };
+    let auth = Router::new()
+        .route("/v3/auth/enable", post(auth_enable))
+        .route("/v3/auth/disable", post(auth_disable))
+        .route("/v3/auth/authenticate", post(auth_authenticate))
+        .route("/v3/auth/user/add", post(auth_user_add))
+        .route("/v3/auth/user/get", post(auth_user_get))
+        .route("/v3/auth/user/list", post(auth_user_list))
+        .route("/v3/auth/user/delete", post(auth_user_delete))
+        .route("/v3/auth/user/changepw", post(auth_user_changepw))
+        .route("/v3/auth/user/grant", post(auth_user_grant))
+        .route("/v3/auth/user/revoke", post(auth_user_revoke))
+        .route("/v3/auth/role/add", post(auth_role_add))
+        .route("/v3/auth/role/get", post(auth_role_get))
+        .route("/v3/auth/role/list", post(auth_role_list))
+        .route("/v3/auth/role/delete", post(auth_role_delete))
+        .route("/v3/auth/role/grant", post(auth_role_grant))
+        .route("/v3/auth/role/revoke", post(auth_role_revoke))
+        .with_state(auth);
     Router::new()
         .route("/v3/kv/range", post(kv_range))
         .route("/v3/kv/put", post(kv_put))
@@ -81,6 +117,7 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/v3/election/leader", post(election_leader))
         .route("/v3/election/resign", post(election_resign))
         .with_state(node)
+        .merge(auth)
 }
 
 // ---------- errors ----------
@@ -148,6 +185,22 @@ macro_rules! etcd_requests {
 }
 
 etcd_requests!(
+    AuthEnableRequest,
+    AuthDisableRequest,
+    AuthenticateRequest,
+    AuthUserAddRequest,
+    AuthUserGetRequest,
+    AuthUserListRequest,
+    AuthUserDeleteRequest,
+    AuthUserChangePasswordRequest,
+    AuthUserGrantRoleRequest,
+    AuthUserRevokeRoleRequest,
+    AuthRoleAddRequest,
+    AuthRoleGetRequest,
+    AuthRoleListRequest,
+    AuthRoleDeleteRequest,
+    AuthRoleGrantPermissionRequest,
+    AuthRoleRevokePermissionRequest,
     RangeRequest,
     PutRequest,
     DeleteRangeRequest,
@@ -325,6 +378,33 @@ fn describe(root: &str, path: &Path) -> Option<String> {
     })
 }
 
+// ---------- the caller's token ----------
+
+/// The HTTP headers that carry the caller's token, as grpc-gateway v1 forwards them to etcd:
+/// `Authorization` as the `authorization` metadata key (etcd reads it when `token` is absent),
+/// and `Grpc-Metadata-Token` as `token`. The token is the bare string `/v3/auth/authenticate`
+/// returned (`Authorization: <token>`, no scheme), as etcd's gateway expects.
+const TOKEN_HEADERS: [(&str, &str); 2] = [
+    ("authorization", "authorization"),
+    ("grpc-metadata-token", "token"),
+];
+
+/// `message` as a gRPC request carrying the caller's token from `headers`, so every service
+/// judges a gateway request exactly as the gRPC one: with auth enabled, no token is refused
+/// and a token acts as its user; one that is not text is refused as an invalid token (by
+/// `crate::auth::identity`, as for gRPC).
+fn grpc_request<T>(headers: &HeaderMap, message: T) -> Result<tonic::Request<T>, GatewayError> {
+    let mut req = tonic::Request::new(message);
+    for (header, key) in TOKEN_HEADERS {
+        if let Some(v) = headers.get(header) {
+            let v = tonic::metadata::MetadataValue::try_from(v.as_bytes())
+                .map_err(|_| GatewayError(crate::auth::AuthError::InvalidAuthToken.into()))?;
+            req.metadata_mut().insert(key, v);
+        }
+    }
+    Ok(req)
+}
+
 // ---------- writing JSON ----------
 
 /// A response message as the gateway prints it (the generated impls, `OrigName`).
@@ -338,68 +418,78 @@ fn answer<T: Serialize>(message: &T) -> Answer {
 
 // ---------- handlers ----------
 
-async fn kv_range(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn kv_range(State(node): State<NodeHandle>, headers: HeaderMap, body: Bytes) -> Answer {
     let req: RangeRequest = read(&node, &body)?;
-    let r = KvService::new(node).range(tonic::Request::new(req)).await?;
+    let r = KvService::new(node)
+        .range(grpc_request(&headers, req)?)
+        .await?;
     answer(r.get_ref())
 }
 
-async fn kv_put(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn kv_put(State(node): State<NodeHandle>, headers: HeaderMap, body: Bytes) -> Answer {
     let req: PutRequest = read(&node, &body)?;
-    let r = KvService::new(node).put(tonic::Request::new(req)).await?;
+    let r = KvService::new(node)
+        .put(grpc_request(&headers, req)?)
+        .await?;
     answer(r.get_ref())
 }
 
-async fn kv_deleterange(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn kv_deleterange(State(node): State<NodeHandle>, headers: HeaderMap, body: Bytes) -> Answer {
     let req: DeleteRangeRequest = read(&node, &body)?;
     let r = KvService::new(node)
-        .delete_range(tonic::Request::new(req))
+        .delete_range(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
 }
 
-async fn kv_txn(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn kv_txn(State(node): State<NodeHandle>, headers: HeaderMap, body: Bytes) -> Answer {
     let req: TxnRequest = read(&node, &body)?;
-    let r = KvService::new(node).txn(tonic::Request::new(req)).await?;
+    let r = KvService::new(node)
+        .txn(grpc_request(&headers, req)?)
+        .await?;
     answer(r.get_ref())
 }
 
-async fn kv_compaction(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn kv_compaction(State(node): State<NodeHandle>, headers: HeaderMap, body: Bytes) -> Answer {
     let req: CompactionRequest = read(&node, &body)?;
     let r = KvService::new(node)
-        .compact(tonic::Request::new(req))
+        .compact(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
 }
 
-async fn lease_grant(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn lease_grant(State(node): State<NodeHandle>, headers: HeaderMap, body: Bytes) -> Answer {
     let req: LeaseGrantRequest = read(&node, &body)?;
     let r = LeaseService::new(node)
-        .lease_grant(tonic::Request::new(req))
+        .lease_grant(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
 }
 
-async fn lease_revoke(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn lease_revoke(State(node): State<NodeHandle>, headers: HeaderMap, body: Bytes) -> Answer {
     let req: LeaseRevokeRequest = read(&node, &body)?;
     let r = LeaseService::new(node)
-        .lease_revoke(tonic::Request::new(req))
+        .lease_revoke(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
 }
 
-async fn maintenance_status(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn maintenance_status(
+    State(node): State<NodeHandle>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
     let req: StatusRequest = read(&node, &body)?;
     let r = MaintenanceService::new(node)
-        .status(tonic::Request::new(req))
+        .status(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
 }
 
-async fn member_list(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn member_list(State(node): State<NodeHandle>, headers: HeaderMap, body: Bytes) -> Answer {
     let req: MemberListRequest = read(&node, &body)?;
     let r = ClusterService::new(node)
-        .member_list(tonic::Request::new(req))
+        .member_list(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
 }
@@ -407,52 +497,108 @@ async fn member_list(State(node): State<NodeHandle>, body: Bytes) -> Answer {
 // Lock and Election: etcd's gateway serves these too (Observe, a server stream, is not
 // served here).
 
-async fn lock_lock(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn lock_lock(State(node): State<NodeHandle>, headers: HeaderMap, body: Bytes) -> Answer {
     let req: LockRequest = read(&node, &body)?;
     let r = LockService::new(node)
-        .lock(tonic::Request::new(req))
+        .lock(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
 }
 
-async fn lock_unlock(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn lock_unlock(State(node): State<NodeHandle>, headers: HeaderMap, body: Bytes) -> Answer {
     let req: UnlockRequest = read(&node, &body)?;
     let r = LockService::new(node)
-        .unlock(tonic::Request::new(req))
+        .unlock(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
 }
 
-async fn election_campaign(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn election_campaign(
+    State(node): State<NodeHandle>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
     let req: CampaignRequest = read(&node, &body)?;
     let r = ElectionService::new(node)
-        .campaign(tonic::Request::new(req))
+        .campaign(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
 }
 
-async fn election_proclaim(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn election_proclaim(
+    State(node): State<NodeHandle>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
     let req: ProclaimRequest = read(&node, &body)?;
     let r = ElectionService::new(node)
-        .proclaim(tonic::Request::new(req))
+        .proclaim(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
 }
 
-async fn election_leader(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn election_leader(
+    State(node): State<NodeHandle>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
     let req: LeaderRequest = read(&node, &body)?;
     let r = ElectionService::new(node)
-        .leader(tonic::Request::new(req))
+        .leader(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
 }
 
-async fn election_resign(State(node): State<NodeHandle>, body: Bytes) -> Answer {
+async fn election_resign(
+    State(node): State<NodeHandle>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
     let req: ResignRequest = read(&node, &body)?;
     let r = ElectionService::new(node)
-        .resign(tonic::Request::new(req))
+        .resign(grpc_request(&headers, req)?)
         .await?;
     answer(r.get_ref())
+}
+
+// etcd's Auth service (`/v3/auth/*`, the paths of etcd 3.4's rpc.proto). The token of the
+// caller (Authorization header) is needed for everything but Authenticate once auth is on.
+
+/// The Auth service and the member it serves for (the size limit of request bodies).
+#[derive(Clone)]
+struct AuthGateway {
+    node: NodeHandle,
+    service: AuthService,
+}
+
+/// One `/v3/auth/*` handler: read the JSON body, call the Auth service with the caller's token.
+macro_rules! auth_handlers {
+    ($($name:ident: $request:ty => $method:ident;)*) => {$(
+        async fn $name(State(g): State<AuthGateway>, headers: HeaderMap, body: Bytes) -> Answer {
+            let req: $request = read(&g.node, &body)?;
+            let r = g.service.$method(grpc_request(&headers, req)?).await?;
+            answer(r.get_ref())
+        }
+    )*};
+}
+
+auth_handlers! {
+    auth_enable: AuthEnableRequest => auth_enable;
+    auth_disable: AuthDisableRequest => auth_disable;
+    auth_authenticate: AuthenticateRequest => authenticate;
+    auth_user_add: AuthUserAddRequest => user_add;
+    auth_user_get: AuthUserGetRequest => user_get;
+    auth_user_list: AuthUserListRequest => user_list;
+    auth_user_delete: AuthUserDeleteRequest => user_delete;
+    auth_user_changepw: AuthUserChangePasswordRequest => user_change_password;
+    auth_user_grant: AuthUserGrantRoleRequest => user_grant_role;
+    auth_user_revoke: AuthUserRevokeRoleRequest => user_revoke_role;
+    auth_role_add: AuthRoleAddRequest => role_add;
+    auth_role_get: AuthRoleGetRequest => role_get;
+    auth_role_list: AuthRoleListRequest => role_list;
+    auth_role_delete: AuthRoleDeleteRequest => role_delete;
+    auth_role_grant: AuthRoleGrantPermissionRequest => role_grant_permission;
+    auth_role_revoke: AuthRoleRevokePermissionRequest => role_revoke_permission;
 }
 
 #[cfg(test)]
@@ -607,6 +753,33 @@ mod tests {
         known::<ProclaimRequest>();
         known::<LeaderRequest>();
         known::<ResignRequest>();
+        known::<AuthenticateRequest>();
+        known::<AuthUserAddRequest>();
+        known::<AuthRoleGrantPermissionRequest>();
+        known::<AuthRoleRevokePermissionRequest>();
+    }
+
+    #[test]
+    fn tokens_travel_as_grpc_gateway_forwards_them() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            "abcdefghijklmnop.12".parse().expect("header"),
+        );
+        let r = grpc_request(&h, StatusRequest {}).expect("request");
+        assert_eq!(
+            r.metadata().get("authorization").map(|v| v.to_str().ok()),
+            Some(Some("abcdefghijklmnop.12"))
+        );
+        let mut h = HeaderMap::new();
+        h.insert("grpc-metadata-token", "tok.3".parse().expect("header"));
+        let r = grpc_request(&h, StatusRequest {}).expect("request");
+        assert_eq!(
+            r.metadata().get("token").map(|v| v.to_str().ok()),
+            Some(Some("tok.3"))
+        );
+        let r = grpc_request(&HeaderMap::new(), StatusRequest {}).expect("request");
+        assert!(r.metadata().is_empty());
     }
 
     #[test]

@@ -13,8 +13,11 @@
 //!   on the client port that is not a gRPC service); [`authority`] accepts the
 //!   `:authority` etcd 3.4 clients send;
 //! - [`storage`] keeps the log and the member's identity; [`mvcc`] is the key-value store;
-//!   [`snapshot_file`] reads the files `etcdctl snapshot save` writes;
+//!   [`snapshot_file`] reads the files `etcdctl snapshot save` writes; [`backup`] saves them to
+//!   object storage from a running cluster, lists, prunes and restores them;
 //! - [`metrics`] and [`http`] export Prometheus metrics and health probes;
+//! - [`tls`] is TLS on both ports (certificates reloaded without a restart) and who a
+//!   connection's certificate says its caller is;
 //! - [`config`] parses flags, [`cli`] holds what the binaries share; [`dev`] runs a local
 //!   cluster.
 //!
@@ -27,6 +30,7 @@
 pub mod api;
 pub mod auth;
 pub mod authority;
+pub mod backup;
 pub mod cli;
 pub mod client_http;
 pub mod codec;
@@ -42,4 +46,5 @@ pub mod mvcc;
 pub mod node;
 pub mod snapshot_file;
 pub mod storage;
+pub mod tls;
 pub mod transport;

@@ -1,4 +1,5 @@
-//! The `flotilla` binary: `flotilla node …` runs one member, `flotilla dev` a local cluster.
+//! The `flotilla` binary: `flotilla node …` runs one member, `flotilla dev` a local cluster,
+//! `flotilla snapshot …` and `flotilla backup …` handle snapshot files and backups.
 
 use clap::Parser;
 use flotilla_node::cli::shutdown_signal;
@@ -12,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("FLOTILLA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -24,18 +25,51 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     if let Command::Snapshot(cmd) = &cli.command {
-        return snapshot(cmd);
+        snapshot(cmd)?;
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         match cli.command {
-            Command::Node(cfg) => flotilla_node::node::run(*cfg, shutdown_signal()).await,
-            Command::Dev(dev) => flotilla_node::dev::run(dev, shutdown_signal()).await,
-            Command::Snapshot(_) => Ok(()),
+            Command::Node(cfg) => flotilla_node::node::run(*cfg, shutdown_signal()).await?,
+            Command::Dev(dev) => flotilla_node::dev::run(dev, shutdown_signal()).await?,
+            Command::Backup(cmd) => return Ok(backup(&cmd).await),
+            Command::Snapshot(_) => {}
         }
+        Ok(std::process::ExitCode::SUCCESS)
     })
+}
+
+/// `flotilla backup …`: JSON lines on stdout; on failure one `error: …` line on stderr, exit
+/// status 1; with `--result-file`, the result (or `{"error": …}`) there too.
+async fn backup(cmd: &flotilla_node::backup::BackupCommand) -> std::process::ExitCode {
+    use flotilla_node::backup;
+    let result = backup::run(cmd).await;
+    let file_text = match &result {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            lines.last().map(|l| l.to_string())
+        }
+        Err(e) => {
+            eprintln!("error: {}", e.to_string().replace('\n', " "));
+            Some(backup::error_json(&e.to_string()))
+        }
+    };
+    if let (Some(path), Some(text)) = (backup::result_file(cmd), file_text)
+        && let Err(e) = std::fs::write(path, text)
+    {
+        eprintln!("error: writing the result to {}: {e}", path.display());
+        return std::process::ExitCode::FAILURE;
+    }
+    if result.is_ok() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
 }
 
 /// `flotilla snapshot status|restore`, printed as etcdctl prints its own.

@@ -44,8 +44,10 @@ pub struct Metrics {
     pub snapshot_duration: Histogram,
     /// gRPC requests served, by method and status code.
     pub grpc_requests: IntCounterVec,
-    /// Size of the database on disk.
+    /// Size of the key-value store's database on disk (etcd's backend size).
     pub db_size_bytes: IntGauge,
+    /// Bytes of its live keys and values (etcd's size in use).
+    pub db_size_in_use_bytes: IntGauge,
     /// Per-follower lag in entries (leader only).
     pub follower_lag: prometheus::IntGaugeVec,
 }
@@ -133,7 +135,11 @@ impl Metrics {
         must(registry.register(Box::new(grpc_requests.clone())));
         let db_size_bytes = g(
             "flotilla_mvcc_db_total_size_in_bytes",
-            "Database size on disk",
+            "Size of the key-value store's database on disk (<data-dir>/mvcc; not the Raft log)",
+        );
+        let db_size_in_use_bytes = g(
+            "flotilla_mvcc_db_total_size_in_use_in_bytes",
+            "Bytes of the live keys and values in the key-value store's database",
         );
         let follower_lag = must(prometheus::IntGaugeVec::new(
             Opts::new(
@@ -161,6 +167,7 @@ impl Metrics {
             snapshot_duration,
             grpc_requests,
             db_size_bytes,
+            db_size_in_use_bytes,
             follower_lag,
         }
     }

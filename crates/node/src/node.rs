@@ -28,6 +28,7 @@ use crate::member::state_machine::StateMachine;
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
 use crate::storage::{MemberIdentity, WalLogStore};
+use crate::tls::{Dialer, MemberTls};
 use crate::transport::{PeerClients, Transport, server::PeerService};
 use flotilla_raft::Role;
 
@@ -59,7 +60,36 @@ fn store_meta_members(db: &sled::Db, m: &Members) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn join(cfg: &NodeConfig, endpoints: &str) -> anyhow::Result<(u64, NodeId, Members)> {
+/// An Admin client to `url`, dialled with `dialer` (TLS for https://).
+async fn admin_client(
+    dialer: &Dialer,
+    url: &str,
+) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+    let ep = crate::transport::endpoint(url).map_err(anyhow::Error::msg)?;
+    Ok(AdminClient::new(dialer.connect(ep).await?))
+}
+
+/// `--join`: asks the client endpoints' Admin service to add this member as a learner. An
+/// endpoint without a scheme is https:// when this member serves TLS on its own client port
+/// (a cluster is set up one way throughout) and http:// otherwise; https:// endpoints are
+/// dialled trusting `--trusted-ca-file` and presenting this member's peer certificate, which
+/// is what lets the client port accept the AddLearner (see `auth::gate`).
+///
+/// One case needs the peer port instead: under `--client-cert-auth` with auth enabled the
+/// client port takes a certificate as its CN's user, and a member's name is no root user. So a
+/// refusal there, when this member has peer TLS, is retried on the leader's peer port, where
+/// members authenticate each other by mutual TLS.
+async fn join(
+    cfg: &NodeConfig,
+    endpoints: &str,
+    tls: &MemberTls,
+) -> anyhow::Result<(u64, NodeId, Members)> {
+    let dialer = &tls.client_dialer;
+    let scheme = if cfg.tls.client_tls() {
+        "https"
+    } else {
+        "http"
+    };
     let mut last_err = None;
     for attempt in 0..30 {
         for ep in endpoints
@@ -70,19 +100,38 @@ async fn join(cfg: &NodeConfig, endpoints: &str) -> anyhow::Result<(u64, NodeId,
             let url = if ep.contains("://") {
                 ep.to_string()
             } else {
-                format!("http://{ep}")
+                format!("{scheme}://{ep}")
             };
             let r: anyhow::Result<(u64, NodeId, Members)> = async {
-                let mut c = AdminClient::connect(url.clone()).await?;
+                let mut c = admin_client(dialer, &url).await?;
                 let st = c.status(StatusRequest {}).await?.into_inner();
-                let resp = c
-                    .add_learner(AddLearnerRequest {
-                        name: cfg.name.clone(),
-                        peer_urls: vec![cfg.peer_url()],
-                        client_urls: vec![cfg.client_url()],
-                        voter: false,
-                    })
-                    .await
+                let req = AddLearnerRequest {
+                    name: cfg.name.clone(),
+                    peer_urls: vec![cfg.peer_url()],
+                    client_urls: vec![cfg.client_url()],
+                    voter: false,
+                };
+                let added = match c.add_learner(req.clone()).await {
+                    Err(s)
+                        if s.code() == tonic::Code::PermissionDenied
+                            && tls.peer_dialer.has_tls() =>
+                    {
+                        let leader = st
+                            .members
+                            .iter()
+                            .find(|m| m.id == st.leader_id)
+                            .and_then(|m| m.peer_urls.first())
+                            .ok_or_else(|| anyhow::anyhow!("{s}; and no leader is known"))?;
+                        tracing::info!(leader = %leader,
+                            "the client port refused AddLearner; asking the leader's peer port");
+                        admin_client(&tls.peer_dialer, leader)
+                            .await?
+                            .add_learner(req)
+                            .await
+                    }
+                    r => r,
+                };
+                let resp = added
                     .map_err(|status| join_refusal(&cfg.peer_url(), &st, status))?
                     .into_inner();
                 let mut ms = Members::default();
@@ -117,13 +166,14 @@ async fn join(cfg: &NodeConfig, endpoints: &str) -> anyhow::Result<(u64, NodeId,
 async fn adopt(
     cfg: &NodeConfig,
     listed: &[config::InitialMember],
+    dialer: &Dialer,
 ) -> anyhow::Result<(u64, NodeId, Members)> {
     let me = cfg.peer_url();
     let mut last_err = None;
     for attempt in 0..30 {
         for peer in listed.iter().filter(|m| m.name != cfg.name) {
             let r: anyhow::Result<(u64, NodeId, Members)> = async {
-                let mut c = AdminClient::connect(peer.peer_url.clone()).await?;
+                let mut c = admin_client(dialer, &peer.peer_url).await?;
                 let st = c.status(StatusRequest {}).await?.into_inner();
                 let Some(mine) = st.members.iter().find(|m| m.peer_urls.contains(&me)) else {
                     anyhow::bail!(
@@ -189,6 +239,7 @@ fn join_refusal(
 
 async fn identity(
     cfg: &NodeConfig,
+    tls: &MemberTls,
     db: &sled::Db,
     store: &mut WalLogStore,
 ) -> anyhow::Result<(Identity, Members)> {
@@ -223,9 +274,9 @@ async fn identity(
         ));
     }
     let joined = match &cfg.join {
-        Some(endpoints) => Some(join(cfg, endpoints).await?),
+        Some(endpoints) => Some(join(cfg, endpoints, tls).await?),
         None if cfg.initial_cluster_state == config::InitialClusterState::Existing => {
-            Some(adopt(cfg, &bootstrap_members).await?)
+            Some(adopt(cfg, &bootstrap_members, &tls.peer_dialer).await?)
         }
         None => None,
     };
@@ -360,7 +411,11 @@ async fn removed(mut status: watch::Receiver<NodeStatus>) {
 /// [`RemovedFromCluster`], as etcd does.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     cfg.validate()?;
-    let opened = open_storage(&cfg).await?;
+    // Certificates are read before the data dir is touched: a typo in a path is an error now,
+    // not a member that joined and then refuses every connection.
+    let tls = Arc::new(MemberTls::load(&cfg.tls)?);
+    let peers = PeerClients::new(tls.peer_dialer.clone(), tls.client_dialer.clone());
+    let opened = open_storage(&cfg, &tls).await?;
     // etcd checks only a member that already holds data, before it serves anything.
     if cfg.initial_corrupt_check && opened.sm.applied_index() > 0 {
         let local = opened
@@ -369,6 +424,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .map_err(crate::member::corrupt::CorruptError::Local)?;
         let members: Vec<Member> = opened.members.by_id.values().cloned().collect();
         crate::member::corrupt::initial_check(
+            &peers,
             (local.0, local.2, local.1),
             &members,
             opened.ident.member_id,
@@ -378,9 +434,14 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     let ident = opened.ident;
     let db = opened.db.clone();
-    let member = start_member(&cfg, opened)?;
+    let member = start_member(&cfg, opened, peers, &tls)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let servers = serve(&cfg, &member, stop_rx).await?;
+    let mut servers = serve(&cfg, &member, &tls, stop_rx.clone()).await?;
+    servers.push(tokio::spawn(tls.clone().watch(async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|v| *v).await;
+    })));
+    warn_if_admin_open(&cfg);
     tracing::info!(
         member = format!("{:x}", ident.member_id),
         cluster = format!("{:x}", ident.cluster_id),
@@ -426,6 +487,17 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let loop_thread = member.loop_thread;
     let _ = tokio::task::spawn_blocking(move || loop_thread.join()).await;
     db.flush_async().await.ok();
+    // Not needed for safety (the WAL replays what the state database lost), but a clean stop
+    // should not leave replay work for the next start.
+    let sm = member.handle.sm.clone();
+    let synced = tokio::task::spawn_blocking(move || match sm.read() {
+        Ok(sm) => sm.sync(),
+        Err(_) => Err("state machine lock poisoned".to_string()),
+    })
+    .await;
+    if let Ok(Err(e)) = synced {
+        tracing::warn!(error = %e, "syncing the key-value store at shutdown failed");
+    }
     tracing::info!("stopped");
     if was_removed {
         return Err(RemovedFromCluster {
@@ -434,6 +506,53 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             data_dir: cfg.data_dir.display().to_string(),
         }
         .into());
+    }
+    Ok(())
+}
+
+/// `--force-new-cluster`: makes this member the only one of its cluster
+/// (`storage::standalone`), saying loudly what it dropped and where it starts from.
+fn force_new_cluster(
+    log_store: &mut WalLogStore,
+    ident: Identity,
+    known: &Members,
+) -> anyhow::Result<()> {
+    let member = format!("{:016x}", ident.member_id);
+    let cluster = format!("{:016x}", ident.cluster_id);
+    match crate::storage::standalone::force_new_cluster(log_store, ident.member_id)? {
+        None => tracing::warn!(
+            member,
+            cluster,
+            "--force-new-cluster: this member is already the only member of its cluster; \
+             nothing to rewrite (remove the flag: it would remove members added later)"
+        ),
+        Some(f) => {
+            let dropped: Vec<String> = f
+                .removed
+                .iter()
+                .map(|id| match known.by_id.get(id).map(|m| m.name.as_str()) {
+                    Some(name) if !name.is_empty() => format!("{id:016x} ({name})"),
+                    _ => format!("{id:016x}"),
+                })
+                .collect();
+            tracing::warn!(
+                member,
+                cluster,
+                removed = dropped.join(", "),
+                "--force-new-cluster: removed every other member from the configuration; this \
+                 member is now the only voter of the same cluster"
+            );
+            tracing::warn!(
+                member,
+                commit_index_before = f.old_commit,
+                kept_past_commit = f.old_last - f.old_commit,
+                last_index = f.last_index,
+                term = f.term,
+                "--force-new-cluster: kept the whole log (entries this member had not yet seen \
+                 committed included) and committed it; starting from index {}",
+                f.last_index
+            );
+        }
     }
     Ok(())
 }
@@ -452,13 +571,24 @@ struct Opened {
 
 /// Opens the database, the Raft log and the key-value store, and establishes the identity
 /// (restart, bootstrap or join: see the module doc).
-async fn open_storage(cfg: &NodeConfig) -> anyhow::Result<Opened> {
+async fn open_storage(cfg: &NodeConfig, tls: &MemberTls) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let db_dir = cfg.data_dir.join("db");
     let db = crate::storage::open_db(&db_dir)?;
     let mut log_store = WalLogStore::open(db.clone(), &db_dir).context("opening the Raft log")?;
-    let (ident, members) = identity(cfg, &db, &mut log_store).await?;
+    if cfg.force_new_cluster && log_store.identity()?.is_none() {
+        anyhow::bail!(
+            "--force-new-cluster needs a data dir that already holds a member of the cluster \
+             to carry on; {} holds none",
+            cfg.data_dir.display()
+        );
+    }
+    let (ident, members) = identity(cfg, tls, &db, &mut log_store).await?;
+    if cfg.force_new_cluster {
+        let known = rebuild_members(&log_store, members.clone())?;
+        force_new_cluster(&mut log_store, ident, &known)?;
+    }
     let mut members = rebuild_members(&log_store, members)?;
     members.upsert(Member {
         id: ident.member_id,
@@ -467,7 +597,12 @@ async fn open_storage(cfg: &NodeConfig) -> anyhow::Result<Opened> {
         client_urls: vec![cfg.client_url()],
         is_learner: false,
     });
-    let mut sm = StateMachine::new(MvccStore::open(&db).context("opening the key-value store")?);
+    // The key-value state has a database of its own (moved out of `db` on the first start
+    // of a data dir written before that layout).
+    let state = crate::storage::state_db::open(&cfg.data_dir, &db, &log_store.db_sync())
+        .context("opening the key-value store's database")?;
+    let mut sm =
+        StateMachine::new(MvccStore::open_state(state).context("opening the key-value store")?);
     let jwt = crate::auth::jwt::Jwt::from_flag(&cfg.auth.auth_token).map_err(anyhow::Error::msg)?;
     sm.set_auth_tokens(std::sync::Arc::new(
         crate::auth::tokens::Tokens::new(cfg.auth.token_ttl()).with_jwt(jwt),
@@ -493,7 +628,12 @@ struct RunningMember {
 }
 
 /// Starts the core and its loop on a thread of its own, with the transport it sends through.
-fn start_member(cfg: &NodeConfig, o: Opened) -> anyhow::Result<RunningMember> {
+fn start_member(
+    cfg: &NodeConfig,
+    o: Opened,
+    peers: PeerClients,
+    tls: &MemberTls,
+) -> anyhow::Result<RunningMember> {
     let ident = o.ident;
     let mut rcfg = flotilla_raft::Config::new(ident.member_id);
     rcfg.election_tick = cfg.election_ticks;
@@ -518,6 +658,7 @@ fn start_member(cfg: &NodeConfig, o: Opened) -> anyhow::Result<RunningMember> {
         applied: o.applied,
         first_index: 0,
         last_index: 0,
+        last_term: 0,
         pending_conf_index: 0,
         members: Vec::new(),
         progress: Default::default(),
@@ -534,6 +675,7 @@ fn start_member(cfg: &NodeConfig, o: Opened) -> anyhow::Result<RunningMember> {
         ident.member_id,
         tokio::runtime::Handle::current(),
         loop_tx.clone(),
+        tls.peer_dialer.clone(),
     ));
     let heartbeat_sent = transport.heartbeat_sent.clone();
     let sm = Arc::new(RwLock::new(o.sm));
@@ -565,7 +707,7 @@ fn start_member(cfg: &NodeConfig, o: Opened) -> anyhow::Result<RunningMember> {
         applied_rx,
         sm,
         metrics.clone(),
-        Arc::new(PeerClients::default()),
+        Arc::new(peers),
         ident.member_id,
         cfg.name.clone(),
         ident.cluster_id,
@@ -589,6 +731,7 @@ fn start_member(cfg: &NodeConfig, o: Opened) -> anyhow::Result<RunningMember> {
 async fn serve(
     cfg: &NodeConfig,
     member: &RunningMember,
+    tls: &MemberTls,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     use flotilla_proto::admin::admin_server::AdminServer;
@@ -605,12 +748,11 @@ async fn serve(
         let _ = rx.wait_for(|v| *v).await;
     };
     let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    // Every accepted connection gets TCP_NODELAY: a gRPC answer is written as several small
-    // frames, and with Nagle on, the last one waits for the client's delayed ACK (~40 ms), which
-    // caps each client connection at ~25 requests/s. `Server::tcp_nodelay` only covers
-    // `serve`, not a listener we bound ourselves.
-    let incoming = |l: tokio::net::TcpListener| {
-        tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true))
+    // Accepting (TCP_NODELAY on every connection, TLS handshakes when configured, the
+    // connection's identity for the services) is `crate::tls::accept`'s. The cert-user layer
+    // makes the verified client certificate's CN the only source of that metadata.
+    let cert_user = || {
+        tower::util::MapRequestLayer::new(crate::tls::accept::stamp_cert_user::<tonic::body::Body>)
     };
 
     let client_listener = tokio::net::TcpListener::bind(cfg.listen_client)
@@ -627,7 +769,11 @@ async fn serve(
     // HTTP/1.1 is accepted for the JSON gateway, which shares the client port with gRPC.
     let client_server = tonic::transport::Server::builder()
         .accept_http1(true)
-        .add_routes(crate::client_http::routes(handle.clone()))
+        .layer(cert_user())
+        .add_routes(crate::client_http::routes(
+            handle.clone(),
+            cfg.auth.bcrypt_cost(),
+        ))
         .add_service(
             KvServer::new(api::kv::KvService::new(handle.clone()))
                 .max_decoding_message_size(max_msg),
@@ -659,13 +805,16 @@ async fn serve(
             .max_decoding_message_size(max_msg),
         )
         .serve_with_incoming_shutdown(
-            // etcd 3.4 clients may send a URL as :authority (see crate::authority).
-            futures::StreamExt::map(incoming(client_listener), |conn| {
-                conn.map(crate::authority::AuthorityFix::new)
-            }),
+            // etcd 3.4 clients may send a URL as :authority (see crate::authority); the fix
+            // reads the decrypted stream.
+            futures::StreamExt::map(
+                crate::tls::accept::incoming(client_listener, tls.client.clone()),
+                |conn| conn.map(crate::authority::AuthorityFix::new),
+            ),
             stopped(stop.clone()),
         );
     let peer_server = tonic::transport::Server::builder()
+        .layer(cert_user())
         .add_service(
             PeerServer::new(PeerService::new(
                 handle.clone(),
@@ -680,7 +829,10 @@ async fn serve(
         .add_service(LeaseServer::new(api::lease::LeaseService::new(
             handle.clone(),
         )))
-        .serve_with_incoming_shutdown(incoming(peer_listener), stopped(stop.clone()));
+        .serve_with_incoming_shutdown(
+            crate::tls::accept::incoming(peer_listener, tls.peer.clone()),
+            stopped(stop.clone()),
+        );
     let http_server = crate::http::serve(
         metrics_listener,
         member.metrics.clone(),
@@ -705,6 +857,20 @@ async fn serve(
             }
         }),
     ])
+}
+
+/// The admin API on the client port is open when no client certificate can be verified (no
+/// TLS with `--trusted-ca-file`) and auth is off — as etcd's is without auth. Said once at
+/// start, because a member cannot tell whether a firewall stands in front of the port.
+fn warn_if_admin_open(cfg: &NodeConfig) {
+    let tls = cfg.tls.normalized();
+    if tls.cert_file.is_none() || tls.trusted_ca_file.is_none() {
+        tracing::warn!(
+            "the admin API (membership changes, leadership transfer) on the client port is \
+             open to every client until auth is enabled: serve TLS with --trusted-ca-file to \
+             require a client certificate, or enable auth to require the root user"
+        );
+    }
 }
 
 /// Bootstrap members know each other's peer URLs (from `--initial-cluster`) but not their

@@ -99,30 +99,36 @@ pub fn status(file: &Path) -> Result<SnapshotStatus, SnapshotFileError> {
 }
 
 /// `snapshot restore`: writes the file's keyspace into `data_dir`, which must not hold data
-/// yet, ready for `flotilla node --data-dir` to bootstrap a new cluster around it.
+/// yet, ready for `flotilla node --data-dir` to bootstrap a new cluster around it. The data
+/// dir gets the current layout: the Raft store's database (`db/`, empty but for the marker
+/// saying where the state lives) and the state database (`mvcc/`) holding the keyspace.
 ///
 /// # Errors
-/// [`SnapshotFileError`]; on any error nothing usable is left in `data_dir/db`.
+/// [`SnapshotFileError`]; on any error nothing usable is left in `data_dir`.
 pub fn restore(file: &Path, data_dir: &Path) -> Result<SnapshotStatus, SnapshotFileError> {
     let (image, size) = read_image(file)?;
     let db_dir = data_dir.join("db");
-    if db_dir.exists() {
+    let state_dir = data_dir.join(crate::storage::state_db::STATE_DIR);
+    if db_dir.exists() || state_dir.exists() {
         return Err(SnapshotFileError::NotEmpty(data_dir.to_path_buf()));
     }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| SnapshotFileError::Io(format!("creating {}: {e}", data_dir.display())))?;
     let result = (|| {
-        let db =
-            crate::storage::open_db(&db_dir).map_err(|e| SnapshotFileError::Io(e.to_string()))?;
-        let mut store = MvccStore::open(&db)?;
+        let io = |e: &dyn std::fmt::Display| SnapshotFileError::Io(e.to_string());
+        let db = crate::storage::open_db(&db_dir).map_err(|e| io(&e))?;
+        let raft_sync = crate::storage::DbSync::open(db.clone(), &db_dir).map_err(|e| io(&e))?;
+        let state =
+            crate::storage::state_db::open(data_dir, &db, &raft_sync).map_err(|e| io(&e))?;
+        let mut store = MvccStore::open_state(state)?;
         store.restore(&image, 0)?;
         let status = status_of(&store, size)?;
-        db.flush()
-            .map_err(|e| SnapshotFileError::Io(format!("flushing {}: {e}", db_dir.display())))?;
+        store.sync()?;
         Ok(status)
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&db_dir);
+        let _ = std::fs::remove_dir_all(&state_dir);
     }
     result
 }
@@ -145,6 +151,7 @@ mod tests {
         let target = dir.path().join("restored");
         assert!(restore(&file, &target).is_err());
         assert!(!target.join("db").exists());
+        assert!(!target.join("mvcc").exists());
         let missing = restore(&dir.path().join("absent"), &target).expect_err("refused");
         assert!(missing.to_string().contains("reading"), "{missing}");
     }

@@ -1,9 +1,11 @@
 //! etcd's alarms against a 3-member cluster, driven by the real etcdctl and the `etcd-client`
 //! crate: NOSPACE from a small `--quota-backend-bytes` (raised, replicated, refusing writes on
 //! every member with etcd's error while reads, deletes and compaction work, surviving restarts,
-//! cleared by `alarm disarm` once there is room), and CORRUPT from the corruption checks after
-//! one stopped member's stored data is altered on disk (the initial check refuses to start it,
-//! the leader's periodic check raises the alarm and the cluster refuses writes).
+//! raised again by the next write when disarmed without room, and cleared for good by
+//! `alarm disarm` after delete, compact and defrag made room, with the same quota, as in etcd),
+//! and CORRUPT from the corruption checks after one stopped member's stored data is altered on
+//! disk (the initial check refuses to start it, the leader's periodic check raises the alarm
+//! and the cluster refuses writes).
 
 mod common;
 
@@ -155,16 +157,35 @@ fn nospace_refuses_writes_on_every_member_until_disarmed_with_room() {
         other => panic!("unexpected error {other:?}"),
     }
 
-    // Reads, deletes and compaction still work, so space can be freed.
+    // Disarmed without room, the next write over the quota raises it again, as in etcd.
+    let listed = etcdctl_ok(&eps[leader], &["alarm", "list"]);
+    let disarmed = etcdctl_ok(&eps[leader], &["alarm", "disarm"]);
+    assert_eq!(disarmed, listed);
+    assert!(listed.contains(&format!("memberID:{follower_id} alarm:NOSPACE")));
+    let e = put(&eps[follower], "small", "v").unwrap_err();
+    assert!(e.contains(NOSPACE), "{e}");
+    wait_until(Duration::from_secs(10), "NOSPACE raised again", || {
+        alarms(&rt, &eps[leader])
+            .contains(&(follower_id, AlarmType::Nospace))
+            .then_some(())
+    });
+
+    // Reads, deletes and compaction still work, so space can be freed: delete, compact and
+    // defragment every member, as etcd's operators do.
     assert!(etcdctl_ok(&eps[follower], &["get", "keep"]).contains("me"));
     etcdctl_ok(&eps[leader], &["del", "fill/", "--prefix"]);
     let rev = revision(&eps[leader]);
     etcdctl_ok(&eps[leader], &["compact", &rev.to_string()]);
-    etcdctl_ok(&eps[leader], &["defrag"]);
+    etcdctl_ok(&eps.join(","), &["defrag"]);
+    for ep in &eps {
+        let (_, size, _) = status(ep);
+        assert!(size < 3_000_000, "{ep}: {size} bytes after the defrag");
+    }
 
-    // The alarm survives a restart of every member.
+    // The alarm survives a restart of every member (kill -9: the ports stay free for
+    // milliseconds only, so no other test process takes one meanwhile).
     for m in &mut c.members {
-        m.terminate();
+        m.kill9();
     }
     for m in &mut c.members {
         m.start();
@@ -179,32 +200,8 @@ fn nospace_refuses_writes_on_every_member_until_disarmed_with_room() {
         assert!(e.contains(NOSPACE), "{e}");
     }
 
-    // Disarm clears every alarm and prints each (every member that was asked to write over
-    // its quota raised its own, as etcd's members do); disarmed without room, the next write
-    // raises it again, as etcd does.
-    let listed = etcdctl_ok(&eps[leader], &["alarm", "list"]);
-    let disarmed = etcdctl_ok(&eps[leader], &["alarm", "disarm"]);
-    assert_eq!(disarmed, listed);
-    assert!(listed.contains(&format!("memberID:{follower_id} alarm:NOSPACE")));
-    let (_, size, _) = status(&eps[follower]);
-    if size >= 3_000_000 {
-        let e = put(&eps[follower], "small", "v").unwrap_err();
-        assert!(e.contains(NOSPACE), "{e}");
-        etcdctl_ok(&eps[leader], &["alarm", "disarm"]);
-    }
-
-    // With room (sled does not return space yet, so: a larger quota), disarm restores writes.
-    for m in &mut c.members {
-        m.terminate();
-        m.extra = vec!["--quota-backend-bytes".into(), "0".into()];
-    }
-    for m in &mut c.members {
-        m.start();
-    }
-    let leader = c.wait_leader(RESTART);
-    if !alarms(&rt, &eps[leader]).is_empty() {
-        etcdctl_ok(&eps[leader], &["alarm", "disarm"]);
-    }
+    // With room again, disarm restores writes on every member, with the same quota.
+    etcdctl_ok(&eps[leader], &["alarm", "disarm"]);
     for ep in &eps {
         wait_until(Duration::from_secs(10), "writes accepted again", || {
             put(ep, "after", "ok").ok()
@@ -219,10 +216,14 @@ fn nospace_refuses_writes_on_every_member_until_disarmed_with_room() {
 /// revision then holds other data than on its peers, which is what the hash checks catch.
 fn tamper_newest_record(data_dir: &std::path::Path) {
     use flotilla_node::mvcc::record::Record;
+    let live = flotilla_node::storage::StateDir::new(data_dir)
+        .current_path()
+        .expect("read CURRENT")
+        .expect("a state database");
     let db = sled::Config::new()
-        .path(data_dir.join("db"))
+        .path(live)
         .open()
-        .expect("open the stopped member's db");
+        .expect("open the stopped member's state db");
     let tree = db.open_tree("mvcc").expect("mvcc tree");
     let (k, v) = tree
         .scan_prefix(b"r")

@@ -16,6 +16,19 @@ use crate::nodes::NodeClient;
 use crate::plan::{Action, Observed, Plan};
 use crate::resources::{self, Names};
 
+/// What a pass does besides the membership plan: objects that go in before the members'
+/// (certificates, a restore's claim and Job, a backup Job), whether the members must wait (a
+/// restore is not done), and finished Jobs to delete.
+#[derive(Debug, Default)]
+pub struct Side {
+    /// Applied first, in order.
+    pub first: Vec<Owned>,
+    /// Apply nothing else and take no action yet.
+    pub hold_members: bool,
+    /// Finished Jobs to delete.
+    pub delete_jobs: Vec<String>,
+}
+
 /// Applies the owned objects (unless the plan holds) and, when the ones the pods need went
 /// in, takes the plan's actions. Returns what was refused, in order.
 pub async fn carry_out<K: Reads + Actions, N: NodeClient>(
@@ -23,15 +36,25 @@ pub async fn carry_out<K: Reads + Actions, N: NodeClient>(
     names: &Names,
     observed: &Observed,
     plan: &Plan,
+    side: &Side,
     ctx: &Context<K, N>,
 ) -> Result<Vec<Failure>, Error> {
     let mut failures = Vec::new();
     if plan.hold {
         return Ok(failures);
     }
+    apply_all(&names.namespace, &side.first, ctx, &mut failures).await;
+    if side.hold_members || failures.iter().any(|f| f.reason == APPLY_FAILED) {
+        return Ok(failures);
+    }
     apply_owned(rc, &names.namespace, observed, plan, ctx, &mut failures).await?;
     if !failures.iter().any(|f| f.reason == APPLY_FAILED) {
         take_actions(names, observed, plan, ctx, &mut failures).await;
+    }
+    for j in &side.delete_jobs {
+        if let Err(e) = ctx.kube.delete_job(&names.namespace, j).await {
+            warn!(job = %j, error = %e, "deleting an old Job failed");
+        }
     }
     Ok(failures)
 }
@@ -73,21 +96,48 @@ async fn apply_owned<K: Reads + Actions, N: NodeClient>(
     // change it, and a changed spec is reported as `StorageImmutable` instead.
     let kept = observed.sts_storage.clone();
     // The ConfigMap before the StatefulSet whose pods read it.
-    let owned = [
-        Owned::ConfigMap(resources::config_map(rc, plan.bootstrapped)?),
+    let mut owned: Vec<Owned> = Vec::new();
+    owned.extend([
+        Owned::ConfigMap(resources::config_map_forcing(
+            rc,
+            plan.bootstrapped,
+            plan.force_new_cluster.as_deref(),
+        )?),
         Owned::Service(resources::peer_service(rc)?),
         Owned::Service(resources::client_service(rc)?),
         Owned::StatefulSet(Box::new(resources::stateful_set(rc, kept.as_ref())?)),
         Owned::PodDisruptionBudget(resources::pod_disruption_budget(rc, plan.budgeted_members)?),
-    ];
-    for o in &owned {
+    ]);
+    if rc
+        .spec
+        .network_policy
+        .enabled
+        .unwrap_or(ctx.network_policy_default)
+    {
+        owned.push(Owned::NetworkPolicy(resources::network_policy(
+            rc,
+            ctx.operator_pods.as_ref(),
+        )?));
+    }
+    apply_all(ns, &owned, ctx, failures).await;
+    Ok(())
+}
+
+/// Server-side applies `objects` in order; a refused one is recorded and the others still go.
+async fn apply_all<K: Reads + Actions, N: NodeClient>(
+    ns: &str,
+    objects: &[Owned],
+    ctx: &Context<K, N>,
+    failures: &mut Vec<Failure>,
+) {
+    for o in objects {
         if let Err(e) = ctx.kube.apply(ns, o).await {
             let (kind, name) = o.key();
             let message = format!("applying {kind} {name}: {}", server_message(&e));
             warn!(%message, "apply failed");
             // Only the objects the pods need make the step unsafe to take.
             let reason = match o {
-                Owned::ConfigMap(_) | Owned::StatefulSet(_) => APPLY_FAILED,
+                Owned::ConfigMap(_) | Owned::StatefulSet(_) | Owned::Secret(_) => APPLY_FAILED,
                 _ => "ApplyFailedNonBlocking",
             };
             failures.push(Failure {
@@ -97,7 +147,6 @@ async fn apply_owned<K: Reads + Actions, N: NodeClient>(
             });
         }
     }
-    Ok(())
 }
 
 /// Carries out the plan's actions in order; the first refused one ends the step.

@@ -3,7 +3,7 @@
 //! the controller that creates it and `act`, which works through it, depend on it rather than
 //! on each other.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::metrics::Metrics;
@@ -18,6 +18,11 @@ pub struct Context<K, N> {
     pub metrics: Metrics,
     /// Consecutive failures per object, for the back-off.
     failures: Mutex<HashMap<String, u32>>,
+    /// Whether a cluster whose spec does not say gets a NetworkPolicy (`--network-policy`).
+    pub network_policy_default: bool,
+    /// The operator's own namespace and pod labels, which the NetworkPolicy lets reach the
+    /// client port.
+    pub operator_pods: Option<(String, BTreeMap<String, String>)>,
 }
 
 impl<K, N> Context<K, N> {
@@ -28,7 +33,20 @@ impl<K, N> Context<K, N> {
             nodes,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            network_policy_default: false,
+            operator_pods: None,
         }
+    }
+
+    /// Sets the NetworkPolicy default and who the operator's pods are.
+    pub fn with_network_policy(
+        mut self,
+        default: bool,
+        operator_pods: Option<(String, BTreeMap<String, String>)>,
+    ) -> Self {
+        self.network_policy_default = default;
+        self.operator_pods = operator_pods;
+        self
     }
 
     pub(crate) fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -24,6 +25,7 @@ use tracing::{Instrument, field, info, info_span, warn};
 
 use crate::Error;
 use crate::act;
+use crate::backup;
 pub use crate::context::Context;
 use crate::crd::RaftCluster;
 use crate::kube_api::{Actions, KubeApi, Reads};
@@ -32,6 +34,7 @@ use crate::nodes::{GrpcNodes, NodeClient, PodDns};
 use crate::observe::{self, Inputs};
 use crate::plan::{self, Plan};
 use crate::resources::{self, Names};
+use crate::tls::{self, TlsPlan};
 
 /// Requeue soon while something is in progress (a learner catching up, a change committing).
 pub const BUSY_REQUEUE: Duration = Duration::from_secs(3);
@@ -48,13 +51,33 @@ pub async fn observe<K: Reads, N: NodeClient>(
     rc: &RaftCluster,
     names: &Names,
     ctx: &Context<K, N>,
-) -> Result<plan::Observed, Error> {
+) -> Result<(plan::Observed, TlsPlan), Error> {
     let ns = &names.namespace;
     let selector = resources::selector_string(names);
     let sts = ctx.kube.statefulset(ns, &names.cluster).await?;
     let pods = ctx.kube.pods(ns, &selector).await?;
     let pvcs = ctx.kube.pvcs(ns, &selector).await?;
     let config_map = ctx.kube.config_map(ns, &names.config_map()).await?;
+    // Certificates before the status calls: they are made with the admin client identity.
+    let highest_pod = pods
+        .iter()
+        .filter_map(|p| names.ordinal_of(&p.name_any()))
+        .map(|k| k.saturating_add(1))
+        .max()
+        .unwrap_or(0);
+    let members = u32::try_from(rc.spec.replicas.max(sts.as_ref().map_or(1, |s| s.replicas)))
+        .unwrap_or(1)
+        .max(highest_pod)
+        .min(crate::crd::MAX_REPLICAS as u32);
+    let tls_inputs = tls::observe(rc, names, members, &ctx.kube).await?;
+    let tls_plan = tls::plan(
+        rc,
+        names,
+        members,
+        &tls_inputs,
+        Timestamp::now().as_second(),
+    )?;
+    ctx.nodes.use_tls(names, tls_plan.client.clone());
     // Ask every pod that has a container running; those that do not answer are simply absent.
     let ordinals: Vec<u32> = pods
         .iter()
@@ -78,7 +101,10 @@ pub async fn observe<K: Reads, N: NodeClient>(
         config_map,
         statuses,
     };
-    Ok(observe::observed(rc, names, &inputs, Timestamp::now()))
+    Ok((
+        observe::observed(rc, names, &inputs, Timestamp::now()),
+        tls_plan,
+    ))
 }
 
 /// One full pass: observe, plan, apply the owned objects, carry out the step, publish Events,
@@ -94,9 +120,68 @@ pub async fn reconcile_once<K: Reads + Actions, N: NodeClient>(
     ctx: &Context<K, N>,
 ) -> Result<Plan, Error> {
     let names = Names::of(rc)?;
-    let observed = observe(rc, &names, ctx).await?;
+    let (observed, tls) = observe(rc, &names, ctx).await?;
+    let jobs = if rc.spec.backup.is_some() || rc.spec.bootstrap.is_some() {
+        let selector = backup::jobs_selector(&names);
+        let jobs = ctx.kube.jobs(&names.namespace, &selector).await?;
+        let pods = ctx.kube.pods(&names.namespace, &selector).await?;
+        backup::job_views(&jobs, &pods)
+    } else {
+        Vec::new()
+    };
+    let restore = backup::restore_plan(
+        rc,
+        &names,
+        observed.sts_replicas.is_some(),
+        observed.pvcs.iter().any(|p| p.ordinal == 0),
+        &jobs,
+    )?;
+    let backups = match &rc.spec.backup {
+        Some(spec) if !restore.hold => Some(backup::plan(
+            rc,
+            &names,
+            spec,
+            &jobs,
+            observed.cluster.is_some(),
+            chrono::Utc::now(),
+        )?),
+        _ => None,
+    };
     let mut plan = plan::plan(&observed);
-    let failures = act::carry_out(rc, &names, &observed, &plan, ctx).await?;
+    if restore.hold {
+        // The plan would found the cluster; the restore comes first.
+        plan.notes.clear();
+        plan.actions.clear();
+        plan.busy = true;
+    }
+    if !plan.hold {
+        plan.notes.extend(tls.notes.iter().cloned());
+        plan.notes.extend(restore.notes.iter().cloned());
+        plan.notes
+            .extend(backups.iter().flat_map(|b| b.notes.iter().cloned()));
+    }
+    tls::report(&tls, &observed, &mut plan);
+    backup::report(backups.as_ref(), &restore, rc, &observed, &mut plan);
+    let mut first = tls.apply.clone();
+    first.extend(restore.apply.iter().cloned());
+    first.extend(backups.iter().flat_map(|b| b.apply.iter().cloned()));
+    let side = act::Side {
+        first,
+        hold_members: restore.hold,
+        delete_jobs: backups
+            .as_ref()
+            .map(|b| b.delete.clone())
+            .unwrap_or_default(),
+    };
+    let failures = act::carry_out(rc, &names, &observed, &plan, &side, ctx).await?;
+    if let Some(b) = &backups {
+        ctx.metrics.backup(
+            &names.namespace,
+            &names.cluster,
+            b.last_success_or_since,
+            b.interval_secs,
+        );
+    }
 
     for n in &plan.notes {
         // An Event that cannot be published must not undo or block the step already taken.
@@ -178,13 +263,24 @@ pub fn error_policy<K, N>(rc: Arc<RaftCluster>, error: &Error, ctx: Arc<Context<
     Requeue::requeue(backoff(n))
 }
 
-/// Runs the controller until the process is asked to stop.
-pub async fn run(client: Client, metrics: Metrics, instance: Option<String>) {
-    let ctx = Arc::new(Context::new(
-        KubeApi::new(client.clone(), instance),
-        GrpcNodes::new(PodDns, Duration::from_secs(2), Duration::from_secs(10)),
-        metrics,
-    ));
+/// Runs the controller until the process is asked to stop. `network_policy` is the default
+/// for clusters whose spec does not say; `operator_pods` is the operator's namespace and pod
+/// labels, which those policies let reach the client port.
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    instance: Option<String>,
+    network_policy: bool,
+    operator_pods: Option<(String, BTreeMap<String, String>)>,
+) {
+    let ctx = Arc::new(
+        Context::new(
+            KubeApi::new(client.clone(), instance),
+            GrpcNodes::new(PodDns, Duration::from_secs(2), Duration::from_secs(10)),
+            metrics,
+        )
+        .with_network_policy(network_policy, operator_pods),
+    );
     let clusters: Api<RaftCluster> = Api::all(client.clone());
     let managed = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={}",
@@ -212,6 +308,7 @@ pub async fn run(client: Client, metrics: Metrics, instance: Option<String>) {
     Controller::for_stream(triggers, reader)
         .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+        .owns(Api::<Job>::all(client.clone()), managed.clone())
         .watches(Api::<Pod>::all(client), managed, pod_owner)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,263 @@ pub struct RaftClusterSpec {
     #[serde(default = "default_catch_up_deadline_seconds")]
     #[schemars(range(min = 1))]
     pub catch_up_deadline_seconds: u32,
+    /// TLS on the client and peer ports. Immutable once the cluster exists: switching a
+    /// running cluster between http and https would need every member's advertised URLs
+    /// changed at once.
+    #[serde(default)]
+    pub tls: TlsSpec,
+    /// The NetworkPolicy the operator keeps for the cluster.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+    /// Scheduled backups (crate::backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// How a new cluster starts: empty, or from a backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapSpec>,
+    /// What the operator may do when a majority of voters is gone for good (crate::recovery).
+    #[serde(default)]
+    pub recovery: RecoverySpec,
+}
+
+/// Scheduled backups: a consistent snapshot from a healthy member (a caught-up follower when
+/// there is one), checksummed, uploaded under a name that sorts by time and carries the
+/// revision, older ones pruned per retention. `kubectl annotate raftcluster/NAME
+/// flotilla.dev/backup-now=<any new value>` takes one at once.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// Cron schedule, five fields in UTC (`0 */6 * * *`: every six hours).
+    #[schemars(length(min = 1))]
+    pub schedule: String,
+    /// Which backups to keep.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Where backups go.
+    pub target: BackupLocation,
+}
+
+/// Which backups are kept: a backup is deleted when it is beyond `count` or older than
+/// `maxAge`; the newest is never deleted.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Keep at most this many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub count: Option<u32>,
+    /// Keep none older than this (`7d`, `36h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            count: Some(7),
+            max_age: None,
+        }
+    }
+}
+
+/// A place backups are written to or read from: object storage or a volume.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupLocation {
+    /// S3-compatible object storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Location>,
+    /// A PersistentVolumeClaim in the cluster's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcLocation>,
+}
+
+/// S3-compatible object storage.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Location {
+    /// Endpoint URL (`https://s3.eu-west-1.amazonaws.com`, `http://minio.backup:9000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Bucket.
+    #[schemars(length(min = 1))]
+    pub bucket: String,
+    /// Key prefix (`flotilla/prod/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as MinIO and most self-hosted stores want.
+    #[serde(default)]
+    pub path_style: bool,
+    /// Secret in the cluster's namespace with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    #[schemars(length(min = 1))]
+    pub credentials_secret: String,
+}
+
+/// A volume holding backups.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcLocation {
+    /// The claim's name.
+    #[schemars(length(min = 1))]
+    pub claim_name: String,
+    /// Directory inside the volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// How a new cluster starts.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Start from this backup: keys, revisions, leases and the compaction point carried over,
+    /// under a new cluster id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<FromBackup>,
+}
+
+/// A backup to start from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FromBackup {
+    /// Where it is.
+    pub location: BackupLocation,
+    /// The RaftCluster that wrote it (backup names start with it).
+    #[schemars(length(min = 1))]
+    pub cluster: String,
+    /// The backup's name, or `latest`.
+    #[serde(default = "default_backup_name")]
+    pub name: String,
+}
+
+fn default_backup_name() -> String {
+    "latest".to_owned()
+}
+
+/// Quorum-loss recovery. Without `allowDataLoss` the operator only reports.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySpec {
+    /// When a majority of voters is gone for good, force a one-member cluster from the most
+    /// up-to-date survivor and grow back from it. Writes the survivor never had are lost.
+    #[serde(default)]
+    pub allow_data_loss: bool,
+    /// How long a voter's pod may stay unschedulable or without its volume before it counts as
+    /// gone for good.
+    #[serde(default = "default_gone_after_seconds")]
+    #[schemars(range(min = 0))]
+    pub gone_after_seconds: u32,
+}
+
+impl Default for RecoverySpec {
+    fn default() -> Self {
+        Self {
+            allow_data_loss: false,
+            gone_after_seconds: default_gone_after_seconds(),
+        }
+    }
+}
+
+fn default_gone_after_seconds() -> u32 {
+    300
+}
+
+/// Who issues the cluster's certificates.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TlsMode {
+    /// Plain HTTP/2 on every port.
+    #[default]
+    Disabled,
+    /// The operator keeps a CA for the cluster (Secret `NAME-ca`), issues every member's
+    /// certificate and an admin client certificate, and renews them before they expire.
+    Operator,
+    /// cert-manager issues them: the operator creates one `Certificate` per member and one for
+    /// the admin client, with the issuer named in `issuerRef`.
+    CertManager,
+}
+
+/// TLS settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// `Disabled` (the default), `Operator` or `CertManager`.
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// The cert-manager issuer (mode `CertManager`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+    /// Require a certificate from the cluster's CA of every client (etcd's
+    /// `--client-cert-auth`); its common name is then the user when auth is enabled.
+    #[serde(default)]
+    pub client_cert_auth: bool,
+    /// Lifetime of the certificates the operator issues, in days (mode `Operator`).
+    #[serde(default = "default_certificate_days")]
+    #[schemars(range(min = 2))]
+    pub certificate_days: u32,
+    /// Renew a certificate when fewer than this many days of it remain (mode `Operator`).
+    #[serde(default = "default_renew_before_days")]
+    #[schemars(range(min = 1))]
+    pub renew_before_days: u32,
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::default(),
+            issuer_ref: None,
+            client_cert_auth: false,
+            certificate_days: default_certificate_days(),
+            renew_before_days: default_renew_before_days(),
+        }
+    }
+}
+
+fn default_certificate_days() -> u32 {
+    90
+}
+fn default_renew_before_days() -> u32 {
+    30
+}
+
+/// A cert-manager issuer.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// The issuer's name.
+    pub name: String,
+    /// `Issuer` (in the cluster's namespace, the default) or `ClusterIssuer`.
+    #[serde(default = "default_issuer_kind")]
+    pub kind: String,
+    /// The issuer's API group.
+    #[serde(default = "default_issuer_group")]
+    pub group: String,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".to_owned()
+}
+fn default_issuer_group() -> String {
+    "cert-manager.io".to_owned()
+}
+
+/// The cluster's NetworkPolicy: peers only from members, the client port from members, the
+/// operator and the selected clients, metrics from anywhere.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Keep a NetworkPolicy. Unset: the operator's default (`--network-policy`, on in the
+    /// chart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Namespaces whose pods may use the client port (with `clientPodSelector`); unset: only
+    /// the cluster's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_namespace_selector: Option<LabelSelector>,
+    /// Pods that may use the client port, within those namespaces; unset: every pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_pod_selector: Option<LabelSelector>,
 }
 
 fn default_catch_up_deadline_seconds() -> u32 {
@@ -151,7 +409,54 @@ impl RaftClusterSpec {
         if r.snapshot_threshold == 0 {
             out.push("spec.raft.snapshotThreshold must be at least 1".to_owned());
         }
+        let t = &self.tls;
+        if t.mode == TlsMode::CertManager && t.issuer_ref.as_ref().is_none_or(|i| i.name.is_empty())
+        {
+            out.push(
+                "spec.tls.mode is CertManager but spec.tls.issuerRef.name is not set".to_owned(),
+            );
+        }
+        if t.mode == TlsMode::Operator && t.renew_before_days >= t.certificate_days {
+            out.push(format!(
+                "spec.tls.renewBeforeDays ({}) must be smaller than spec.tls.certificateDays ({})",
+                t.renew_before_days, t.certificate_days
+            ));
+        }
+        if let Some(b) = &self.backup {
+            if let Err(e) = b.schedule.parse::<croner::Cron>() {
+                out.push(format!(
+                    "spec.backup.schedule {:?} is not a cron schedule: {e}",
+                    b.schedule
+                ));
+            }
+            out.extend(location_problems("spec.backup.target", &b.target));
+            if let Some(age) = &b.retention.max_age
+                && crate::backup::parse_age(age).is_none()
+            {
+                out.push(format!(
+                    "spec.backup.retention.maxAge {age:?} is not a duration such as 7d or 36h"
+                ));
+            }
+        }
+        if let Some(f) = self.bootstrap.as_ref().and_then(|b| b.from_backup.as_ref()) {
+            out.extend(location_problems(
+                "spec.bootstrap.fromBackup.location",
+                &f.location,
+            ));
+        }
+        if t.mode == TlsMode::Disabled && t.client_cert_auth {
+            out.push(
+                "spec.tls.clientCertAuth needs spec.tls.mode Operator or CertManager".to_owned(),
+            );
+        }
         out
+    }
+}
+
+fn location_problems(field: &str, l: &BackupLocation) -> Option<String> {
+    match (&l.s3, &l.pvc) {
+        (Some(_), None) | (None, Some(_)) => None,
+        _ => Some(format!("{field} must name exactly one of s3 and pvc")),
     }
 }
 
@@ -318,9 +623,67 @@ pub struct RaftClusterStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Available, Progressing, Degraded, QuorumAtRisk and Reconciled.
+    /// Available, Progressing, Degraded, QuorumAtRisk, Reconciled and (with TLS)
+    /// CertificatesReady.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The certificates, when TLS is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+    /// Backups, when scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+}
+
+/// The backups the operator's Jobs took.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The last successful backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful: Option<BackupRecord>,
+    /// When the last backup Job was started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_started: Option<String>,
+    /// When the next scheduled one starts (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scheduled: Option<String>,
+}
+
+/// One backup, as its Job reported it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// Object name.
+    pub name: String,
+    /// Where it is (`s3://bucket/prefix/name`, `file:///backup/name`).
+    pub location: String,
+    /// The store's revision it holds.
+    pub revision: i64,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the file.
+    #[serde(default)]
+    pub sha256: String,
+    /// When it finished (RFC 3339).
+    pub finished_at: String,
+}
+
+/// The certificates the members and the operator use.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsStatus {
+    /// The Secret the pods mount (`ca.crt`, `<pod>.crt`, `<pod>.key`).
+    pub secret: String,
+    /// The admin client certificate's Secret (`ca.crt`, `tls.crt`, `tls.key`): the operator's
+    /// identity, and root's when auth is enabled — guard it like a password.
+    pub client_secret: String,
+    /// When the first of the member and client certificates expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates_expire_at: Option<String>,
+    /// When the CA expires (RFC 3339), mode `Operator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_expires_at: Option<String>,
 }
 
 /// One member of the Raft configuration.
@@ -537,6 +900,16 @@ mod tests {
             crd["spec"]["names"]["shortNames"],
             serde_json::json!(["raft"]),
             "`rc` is ReplicationController's"
+        );
+    }
+
+    #[test]
+    fn no_empty_string_defaults() {
+        // Kubernetes 1.20 rejects the CRD with `default: ""` ("must be of type string: null").
+        let crd = serde_json::to_string(&crd()).expect("json");
+        assert!(
+            !crd.contains("\"default\":\"\""),
+            "an empty-string default in the CRD"
         );
     }
 

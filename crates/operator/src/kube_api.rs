@@ -14,7 +14,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -40,6 +44,16 @@ pub enum Owned {
     StatefulSet(Box<StatefulSet>),
     /// The disruption budget.
     PodDisruptionBudget(PodDisruptionBudget),
+    /// Certificates and keys (crate::tls).
+    Secret(Secret),
+    /// A cert-manager `Certificate` (crate::tls, mode `CertManager`).
+    Certificate(Box<DynamicObject>),
+    /// The cluster's NetworkPolicy.
+    NetworkPolicy(NetworkPolicy),
+    /// A backup or restore Job (crate::backup).
+    Job(Box<Job>),
+    /// Pod 0's claim, made before the StatefulSet when restoring (crate::backup).
+    Pvc(Box<PersistentVolumeClaim>),
 }
 
 impl Owned {
@@ -50,6 +64,11 @@ impl Owned {
             Owned::Service(o) => ("Service", o.name_any()),
             Owned::StatefulSet(o) => ("StatefulSet", o.name_any()),
             Owned::PodDisruptionBudget(o) => ("PodDisruptionBudget", o.name_any()),
+            Owned::Secret(o) => ("Secret", o.name_any()),
+            Owned::Certificate(o) => ("Certificate", o.name_any()),
+            Owned::NetworkPolicy(o) => ("NetworkPolicy", o.name_any()),
+            Owned::Job(o) => ("Job", o.name_any()),
+            Owned::Pvc(o) => ("PersistentVolumeClaim", o.name_any()),
         }
     }
 }
@@ -92,6 +111,21 @@ pub trait Reads: Send + Sync {
         ns: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<ConfigMap>, Error>> + Send;
+    /// A Secret (only the cluster's certificate Secrets are ever read).
+    fn secret(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Secret>, Error>> + Send;
+    /// Whether the API server serves cert-manager's `Certificate` (asked when a cluster uses
+    /// mode `CertManager`).
+    fn cert_manager_installed(&self) -> impl Future<Output = Result<bool, Error>> + Send;
+    /// Jobs matching a label selector.
+    fn jobs(
+        &self,
+        ns: &str,
+        selector: &str,
+    ) -> impl Future<Output = Result<Vec<Job>, Error>> + Send;
 }
 
 /// What act does.
@@ -109,6 +143,8 @@ pub trait Actions: Send + Sync {
     fn delete_pvc(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
     /// Delete a pod (absent is fine).
     fn delete_pod(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Delete a finished Job and its pods (absent is fine).
+    fn delete_job(&self, ns: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
     /// Write the RaftCluster's status.
     fn patch_status(
         &self,
@@ -230,6 +266,41 @@ impl Reads for KubeApi {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         Ok(api.get_opt(name).await?)
     }
+    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        Ok(api.get_opt(name).await?)
+    }
+    async fn cert_manager_installed(&self) -> Result<bool, Error> {
+        // Asked on every pass of a CertManager cluster, so installing cert-manager later is
+        // noticed without restarting the operator.
+        match self
+            .client
+            .list_api_group_resources("cert-manager.io/v1")
+            .await
+        {
+            Ok(list) => Ok(list.resources.iter().any(|r| r.name == "certificates")),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+    async fn jobs(&self, ns: &str, selector: &str) -> Result<Vec<Job>, Error> {
+        let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
+        Ok(api
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items)
+    }
+}
+
+/// cert-manager's `Certificate`, which k8s-openapi does not know.
+pub fn certificate_resource() -> ApiResource {
+    ApiResource {
+        group: "cert-manager.io".into(),
+        version: "v1".into(),
+        api_version: "cert-manager.io/v1".into(),
+        kind: "Certificate".into(),
+        plural: "certificates".into(),
+    }
 }
 
 impl Actions for KubeApi {
@@ -250,6 +321,31 @@ impl Actions for KubeApi {
             ),
             Owned::StatefulSet(o) => drop(
                 Api::<StatefulSet>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(o))
+                    .await?,
+            ),
+            Owned::Secret(o) => drop(
+                Api::<Secret>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(o))
+                    .await?,
+            ),
+            Owned::NetworkPolicy(o) => drop(
+                Api::<NetworkPolicy>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(o))
+                    .await?,
+            ),
+            Owned::Job(o) => drop(
+                Api::<Job>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(o))
+                    .await?,
+            ),
+            Owned::Pvc(o) => drop(
+                Api::<PersistentVolumeClaim>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(o))
+                    .await?,
+            ),
+            Owned::Certificate(o) => drop(
+                Api::<DynamicObject>::namespaced_with(c, ns, &certificate_resource())
                     .patch(&name, &pp, &Patch::Apply(o))
                     .await?,
             ),
@@ -305,6 +401,11 @@ impl Actions for KubeApi {
     async fn delete_pod(&self, ns: &str, name: &str) -> Result<(), Error> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         absent_ok(api.delete(name, &DeleteParams::default()).await)
+    }
+
+    async fn delete_job(&self, ns: &str, name: &str) -> Result<(), Error> {
+        let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
+        absent_ok(api.delete(name, &DeleteParams::background()).await)
     }
 
     async fn patch_status(

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod act;
+pub mod backup;
 pub mod context;
 pub mod controller;
 pub mod crd;
@@ -25,6 +26,7 @@ pub mod nodes;
 pub mod observe;
 pub mod plan;
 pub mod resources;
+pub mod tls;
 
 /// Everything a reconcile pass can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +46,15 @@ pub enum Error {
     /// The in-memory store refused a write.
     #[error("store: {0}")]
     Store(String),
+    /// A certificate could not be made (crate::tls).
+    #[error("certificates: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 impl Error {
     /// Every value [`Error::metric_label`] returns.
-    pub const METRIC_LABELS: [&'static str; 5] =
-        ["kube", "node", "build", "missing_namespace", "store"];
+    pub const METRIC_LABELS: [&'static str; 6] =
+        ["kube", "node", "build", "missing_namespace", "store", "tls"];
 
     /// A short label for the `error` dimension of the error metric.
     pub fn metric_label(&self) -> &'static str {
@@ -59,6 +64,7 @@ impl Error {
             Error::Build(_) => "build",
             Error::MissingNamespace => "missing_namespace",
             Error::Store(_) => "store",
+            Error::Tls(_) => "tls",
         }
     }
 }

@@ -56,6 +56,26 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "FLOTILLA_OPERATOR_LOG_JSON")]
     log_json: bool,
+    /// Give every RaftCluster whose spec does not say otherwise a NetworkPolicy
+    /// (`spec.networkPolicy.enabled` overrides it per cluster).
+    #[arg(long, env = "FLOTILLA_OPERATOR_NETWORK_POLICY")]
+    network_policy: bool,
+    /// Labels of the operator's own pods (`k=v,k=v`), which the clusters' NetworkPolicies let
+    /// reach the client port; the namespace is the Lease's (the operator's own).
+    #[arg(long, env = "FLOTILLA_OPERATOR_POD_LABELS", value_parser = parse_labels)]
+    pod_labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `k=v,k=v` into a map; a pair without `=` is an error.
+fn parse_labels(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| format!("`{kv}` is not key=value"))
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -95,7 +115,17 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
-    let controller = controller::run(client.clone(), metrics.clone(), Some(args.identity.clone()));
+    let operator_pods = args
+        .pod_labels
+        .clone()
+        .map(|labels| (args.lease_namespace.clone(), labels));
+    let controller = controller::run(
+        client.clone(),
+        metrics.clone(),
+        Some(args.identity.clone()),
+        args.network_policy,
+        operator_pods,
+    );
     if args.no_leader_election {
         metrics.leader.set(1);
         controller.await;

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 
 use crate::Error;
 use crate::crd::{RaftCluster, RaftClusterStatus};
@@ -37,6 +38,11 @@ pub struct MemoryState {
     pub scale_log: Vec<i32>,
     /// The StatefulSet's `status.updateRevision` (set by the harness).
     pub update_revision: Option<String>,
+    /// Secrets written by someone else than the operator (the harness playing cert-manager);
+    /// the operator's own Secrets are in `objects`.
+    pub foreign_secrets: BTreeMap<String, Secret>,
+    /// Whether cert-manager's CRDs are "installed".
+    pub cert_manager: bool,
 }
 
 /// An in-memory Kubernetes API for one namespace: the reconciler writes through [`Actions`],
@@ -101,6 +107,29 @@ impl Reads for Memory {
             },
         )
     }
+    async fn secret(&self, _ns: &str, name: &str) -> Result<Option<Secret>, Error> {
+        let s = self.state();
+        Ok(match s.objects.get(&("Secret", name.to_owned())) {
+            Some(Owned::Secret(x)) => Some(x.clone()),
+            _ => s.foreign_secrets.get(name).cloned(),
+        })
+    }
+    async fn cert_manager_installed(&self) -> Result<bool, Error> {
+        Ok(self.state().cert_manager)
+    }
+    async fn jobs(&self, _ns: &str, selector: &str) -> Result<Vec<Job>, Error> {
+        Ok(self
+            .state()
+            .objects
+            .values()
+            .filter_map(|o| match o {
+                Owned::Job(j) if matches(j.metadata.labels.as_ref(), selector) => {
+                    Some((**j).clone())
+                }
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 impl Actions for Memory {
@@ -109,6 +138,17 @@ impl Actions for Memory {
         let (kind, name) = obj.key();
         if kind == "StatefulSet" && s.sts_replicas.is_none() {
             s.sts_replicas = Some(1);
+        }
+        // A claim is not an owned object the reconciler reads back from `objects`: it joins the
+        // claims the harness keeps, as the API server would list it.
+        if let Owned::Pvc(c) = obj {
+            s.pvcs.insert(name.clone(), (**c).clone());
+        }
+        // A Job keeps its status when re-applied (the harness writes it, as the Job controller).
+        if let (Owned::Job(_), Some(Owned::Job(old))) = (obj, s.objects.get(&(kind, name.clone())))
+            && old.status.is_some()
+        {
+            return Ok(());
         }
         s.objects.insert((kind, name), obj.clone());
         Ok(())
@@ -126,6 +166,10 @@ impl Actions for Memory {
     }
     async fn delete_pvc(&self, _ns: &str, name: &str) -> Result<(), Error> {
         self.state().pvcs.remove(name);
+        Ok(())
+    }
+    async fn delete_job(&self, _ns: &str, name: &str) -> Result<(), Error> {
+        self.state().objects.remove(&("Job", name.to_owned()));
         Ok(())
     }
     async fn delete_pod(&self, _ns: &str, name: &str) -> Result<(), Error> {

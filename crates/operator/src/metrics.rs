@@ -36,6 +36,11 @@ pub struct Metrics {
     pub conditions: IntGaugeVec,
     /// Each RaftCluster's members by role and health, as the status reports them.
     pub members: IntGaugeVec,
+    /// When each cluster's last backup succeeded (before the first: since backups were first
+    /// scheduled), Unix seconds.
+    pub backup_last_success: IntGaugeVec,
+    /// Each cluster's backup schedule interval, seconds.
+    pub backup_interval: IntGaugeVec,
     /// Clusters whose gauges are published.
     published: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
@@ -62,12 +67,16 @@ fn action_kind(a: &Action) -> &'static str {
 }
 
 /// The condition types the status carries.
-pub const CONDITION_TYPES: [&str; 5] = [
+pub const CONDITION_TYPES: [&str; 9] = [
     "Available",
     "Progressing",
     "Degraded",
     "QuorumAtRisk",
     "Reconciled",
+    "CertificatesReady",
+    "BackupSucceeded",
+    "Restored",
+    "QuorumLost",
 ];
 
 impl Metrics {
@@ -129,6 +138,23 @@ impl Metrics {
         for kind in ACTION_KINDS {
             membership_changes.with_label_values(&[kind]);
         }
+        let backup_last_success = IntGaugeVec::new(
+            Opts::new(
+                "flotilla_operator_backup_last_success_timestamp_seconds",
+                "When the RaftCluster's last backup succeeded (before the first success: when \
+                 backups were first scheduled), Unix seconds",
+            ),
+            &["namespace", "name"],
+        )?;
+        let backup_interval = IntGaugeVec::new(
+            Opts::new(
+                "flotilla_operator_backup_interval_seconds",
+                "The RaftCluster's backup schedule interval, seconds",
+            ),
+            &["namespace", "name"],
+        )?;
+        registry.register(Box::new(backup_last_success.clone()))?;
+        registry.register(Box::new(backup_interval.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(conditions.clone()))?;
         registry.register(Box::new(members.clone()))?;
@@ -141,6 +167,8 @@ impl Metrics {
             leader,
             conditions,
             members,
+            backup_last_success,
+            backup_interval,
             published: Arc::default(),
         })
     }
@@ -186,6 +214,8 @@ impl Metrics {
             for t in CONDITION_TYPES {
                 let _ = self.conditions.remove_label_values(&[ns, name, t]);
             }
+            let _ = self.backup_last_success.remove_label_values(&[ns, name]);
+            let _ = self.backup_interval.remove_label_values(&[ns, name]);
             for role in ["voter", "learner"] {
                 for healthy in ["true", "false"] {
                     let _ = self
@@ -195,6 +225,20 @@ impl Metrics {
             }
         }
         published.retain(|c| live.contains(c));
+    }
+
+    /// Publishes a cluster's backup gauges.
+    pub fn backup(&self, namespace: &str, name: &str, last: Option<i64>, interval: Option<i64>) {
+        if let Some(t) = last {
+            self.backup_last_success
+                .with_label_values(&[namespace, name])
+                .set(t);
+        }
+        if let Some(i) = interval {
+            self.backup_interval
+                .with_label_values(&[namespace, name])
+                .set(i);
+        }
     }
 
     /// Counts a failed pass.

@@ -17,9 +17,13 @@ use flotilla_proto::admin::{
     PromoteLearnerRequest, RemoveMemberRequest, StatusRequest, StatusResponse,
     TransferLeadershipRequest,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use tonic::transport::{Channel, Endpoint};
 
 use crate::resources::Names;
+use crate::tls::ClientTls;
 
 /// Why a node call failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,9 @@ pub enum NodeError {
         /// Transport error.
         source: tonic::transport::Error,
     },
+    /// The cluster's client certificate Secret does not make a TLS configuration.
+    #[error("{0}")]
+    Tls(String),
     /// The node answered with an error status.
     #[error("{endpoint}: {status}")]
     Rpc {
@@ -74,6 +81,12 @@ pub trait NodeClient: Send + Sync {
         via: u32,
         target: u64,
     ) -> impl Future<Output = Result<u64, NodeError>> + Send;
+    /// Dial the members of `names` over TLS with this identity from now on (`None`: plain
+    /// HTTP/2). Each pass sets it from the cluster's client certificate Secret (crate::tls),
+    /// before any other call. Clients that do not dial real nodes ignore it.
+    fn use_tls(&self, names: &Names, tls: Option<ClientTls>) {
+        let _ = (names, tls);
+    }
 }
 
 /// Where the gRPC client finds a node.
@@ -100,6 +113,8 @@ pub struct GrpcNodes<L> {
     locator: L,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// Client identities by (namespace, cluster), for clusters with TLS on.
+    tls: Arc<Mutex<HashMap<(String, String), ClientTls>>>,
 }
 
 impl<L: Locator> GrpcNodes<L> {
@@ -109,7 +124,17 @@ impl<L: Locator> GrpcNodes<L> {
             locator,
             connect_timeout,
             request_timeout,
+            tls: Arc::default(),
         }
+    }
+
+    fn tls_of(&self, names: &Names) -> Option<ClientTls> {
+        let key = (names.namespace.clone(), names.cluster.clone());
+        self.tls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
     }
 
     async fn client(
@@ -117,12 +142,27 @@ impl<L: Locator> GrpcNodes<L> {
         names: &Names,
         ordinal: u32,
     ) -> Result<(String, AdminClient<Channel>), NodeError> {
-        let endpoint = self.locator.endpoint(names, ordinal);
+        let mut endpoint = self.locator.endpoint(names, ordinal);
+        let tls = self.tls_of(names);
+        if tls.is_some()
+            && let Some(rest) = endpoint.strip_prefix("http://")
+        {
+            endpoint = format!("https://{rest}");
+        }
         let ep = Endpoint::from_shared(endpoint.clone())
             .map_err(|_| NodeError::Endpoint(endpoint.clone()))?
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout);
-        let channel = ep.connect().await.map_err(|source| NodeError::Connect {
+        let connected = match tls {
+            Some(t) => {
+                let config = crate::tls::dial::client_config(&t)
+                    .map_err(|e| NodeError::Tls(e.to_string()))?;
+                ep.connect_with_connector(crate::tls::dial::TlsConnector::new(config))
+                    .await
+            }
+            None => ep.connect().await,
+        };
+        let channel = connected.map_err(|source| NodeError::Connect {
             endpoint: endpoint.clone(),
             source,
         })?;
@@ -138,6 +178,15 @@ fn rpc(endpoint: String) -> impl FnOnce(tonic::Status) -> NodeError {
 }
 
 impl<L: Locator> NodeClient for GrpcNodes<L> {
+    fn use_tls(&self, names: &Names, tls: Option<ClientTls>) {
+        let key = (names.namespace.clone(), names.cluster.clone());
+        let mut m = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        match tls {
+            Some(t) => m.insert(key, t),
+            None => m.remove(&key),
+        };
+    }
+
     async fn status(&self, names: &Names, ordinal: u32) -> Result<StatusResponse, NodeError> {
         let (ep, mut c) = self.client(names, ordinal).await?;
         Ok(c.status(StatusRequest {})

@@ -17,7 +17,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::crd::RaftCluster;
 use crate::kube_api::StsView;
 use crate::plan::{
-    CATCH_UP_BOUND, ClusterView, MemberView, NodeIdentity, Observed, PodView, PvcView,
+    CATCH_UP_BOUND, ClusterView, MemberView, NodeIdentity, Observed, PodView, PvcView, Survivor,
 };
 use crate::resources::{CONTAINER, ClaimStorage, Names, selector_string};
 
@@ -75,6 +75,8 @@ fn pod_view(
         NodeIdentity::Member { id, cluster_id }
     } else if let Some(holder) = join_refused(pod) {
         NodeIdentity::JoinRefused { holder }
+    } else if join_failed(pod) {
+        NodeIdentity::JoinFailed
     } else {
         NodeIdentity::Unknown
     };
@@ -115,6 +117,34 @@ fn up_secs(pod: &Pod, now: Timestamp) -> Option<u64> {
         .as_ref()?
         .0;
     u64::try_from(now.duration_since(started).as_secs()).ok()
+}
+
+/// The words the node logs for each failed join attempt; a run that ends with them found no
+/// leader to join through.
+pub const JOIN_FAILED_MARKER: &str = "join attempt failed";
+
+/// Its last run ended failing to join (its termination message, the log tail, says so).
+fn join_failed(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == CONTAINER))
+        .and_then(|c| {
+            let now = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+            let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+            now.or(last)?.message.clone()
+        })
+        .is_some_and(|m| last_line_is_join_error(&m))
+}
+
+/// The run's last lines are join attempts (the process gave up after them).
+fn last_line_is_join_error(m: &str) -> bool {
+    m.lines()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        // The error the process exits with may take several lines (its causes).
+        .take(12)
+        .any(|l| l.contains(JOIN_FAILED_MARKER))
 }
 
 /// The container is not running and its last run ended with the join refusal: `Some(holder)`
@@ -269,11 +299,67 @@ pub fn observed(rc: &RaftCluster, names: &Names, inputs: &Inputs, now: Timestamp
             .filter(|s| s.id != 0)
             .map(|s| (s.id, s.applied_index))
             .collect(),
-        spec_problems: rc.spec.problems(),
+        spec_problems: {
+            let mut v = rc.spec.problems();
+            v.extend(tls_change(rc, inputs.config_map.as_ref()));
+            v
+        },
         storage_change: storage_change(rc, inputs.sts.as_ref()),
         sts_storage: inputs.sts.as_ref().and_then(|s| s.storage.clone()),
         update_revision: inputs.sts.as_ref().and_then(|s| s.update_revision.clone()),
+        survivors: inputs
+            .statuses
+            .iter()
+            .filter(|(_, s)| s.id != 0)
+            .map(|(&ordinal, s)| Survivor {
+                ordinal,
+                id: s.id,
+                last_term: s.last_term,
+                last_index: s.last_index,
+                applied_index: s.applied_index,
+                voters: s
+                    .members
+                    .iter()
+                    .filter(|m| !m.is_learner)
+                    .map(|m| (m.id, m.name.clone()))
+                    .collect(),
+            })
+            .collect(),
+        pending_secs: inputs
+            .pods
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"))
+            .filter_map(|p| {
+                let k = names.ordinal_of(p.metadata.name.as_deref()?)?;
+                let created = p.metadata.creation_timestamp.as_ref()?.0;
+                Some((
+                    k,
+                    u64::try_from(now.duration_since(created).as_secs()).ok()?,
+                ))
+            })
+            .collect(),
+        recovery: rc.spec.recovery.clone(),
     }
+}
+
+/// Describes a `spec.tls.mode` that differs from the one the cluster was created with (the
+/// ConfigMap's `TLS_MODE`): members advertise http or https URLs to each other, so the mode
+/// cannot change under a running cluster.
+fn tls_change(rc: &RaftCluster, config_map: Option<&ConfigMap>) -> Option<String> {
+    let data = config_map?.data.as_ref()?;
+    if data.get("CLUSTER_STATE").map(String::as_str) != Some("existing") {
+        return None;
+    }
+    // A cluster created before TLS existed has no TLS_MODE: it is Disabled.
+    let have = data.get("TLS_MODE").map_or("Disabled", String::as_str);
+    let want = crate::resources::tls_mode_name(rc.spec.tls.mode);
+    (have != want).then(|| {
+        format!(
+            "spec.tls.mode is {want}, but the cluster was created with {have}: members \
+             advertise their URLs to each other, so TLS cannot be switched on a running \
+             cluster; set spec.tls.mode back to {have}"
+        )
+    })
 }
 
 /// Describes a `spec.storage` that differs from the volumes the StatefulSet already has.
@@ -359,6 +445,30 @@ mod tests {
         assert!(
             cluster_view(&BTreeMap::from([(2, status(2, Role::Follower, 4, vec![]))])).is_none()
         );
+    }
+
+    #[test]
+    fn a_pod_that_gave_up_joining_is_known_to_have_an_empty_volume() {
+        let rc = cluster(3);
+        let names = Names::of(&rc).expect("names");
+        let status = |message: &str| {
+            json!({"phase": "Running", "containerStatuses": [{"name": "flotilla", "image": "i",
+                "imageID": "", "ready": false, "restartCount": 2,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                "lastState": {"terminated": {"exitCode": 1, "message": message}}}]})
+        };
+        let inputs = Inputs {
+            pods: vec![
+                pod(json!({"metadata": {"name": "demo-1"}, "status": status(
+                    "WARN flotilla::node: join attempt failed endpoint=demo.ns.svc:2379 error=unavailable attempt=29\nError: unavailable"
+                )})),
+                pod(json!({"metadata": {"name": "demo-2"}, "status": status("Error: disk full")})),
+            ],
+            ..Inputs::default()
+        };
+        let o = observed(&rc, &names, &inputs, Timestamp::UNIX_EPOCH);
+        assert_eq!(o.pods[0].node, NodeIdentity::JoinFailed);
+        assert_eq!(o.pods[1].node, NodeIdentity::Unknown);
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub enum NodeIdentity {
         /// The member that holds the pod's peer URL.
         holder: Option<u64>,
     },
+    /// No answer, and its last run ended failing to join: it started on an empty volume (a
+    /// member with data never joins) and found no leader to join through. Evidence, for
+    /// quorum-loss recovery, that whatever member this pod held has lost its data.
+    JoinFailed,
     /// No answer (starting, crashed, partitioned).
     Unknown,
 }
@@ -188,6 +192,30 @@ pub struct Observed {
     pub sts_storage: Option<crate::resources::ClaimStorage>,
     /// The StatefulSet's current template revision.
     pub update_revision: Option<String>,
+    /// Every member that answered, with its own view of its log and configuration (what
+    /// quorum-loss recovery decides from when no leader answers).
+    pub survivors: Vec<Survivor>,
+    /// Seconds each Pending pod has existed, by ordinal.
+    pub pending_secs: BTreeMap<u32, u64>,
+    /// `spec.recovery`.
+    pub recovery: crate::crd::RecoverySpec,
+}
+
+/// A member that answered the operator, as it sees itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survivor {
+    /// Its ordinal.
+    pub ordinal: u32,
+    /// Its member id.
+    pub id: u64,
+    /// Term of its last log entry.
+    pub last_term: u64,
+    /// Its last log index.
+    pub last_index: u64,
+    /// Its applied index.
+    pub applied_index: u64,
+    /// The voters of the configuration it knows: (id, name).
+    pub voters: Vec<(u64, String)>,
 }
 
 /// A membership or workload action.
@@ -301,6 +329,10 @@ pub struct Plan {
     /// Why the spec cannot be (fully) carried out: reason and message, for the `Reconciled`
     /// condition.
     pub problems: Vec<(&'static str, String)>,
+    /// A majority of voters is gone for good: what the `QuorumLost` condition says.
+    pub quorum_lost: Option<String>,
+    /// The member to restart with `--force-new-cluster` (the ConfigMap's `FORCE_NEW_CLUSTER`).
+    pub force_new_cluster: Option<String>,
 }
 
 /// Voters needed for a quorum of `n` voters.
@@ -342,6 +374,8 @@ pub fn plan(o: &Observed) -> Plan {
         busy: false,
         hold: false,
         problems: Vec::new(),
+        quorum_lost: None,
+        force_new_cluster: None,
     };
     if !o.spec_problems.is_empty() {
         let why = o.spec_problems.join("; ");
@@ -381,13 +415,14 @@ pub fn plan(o: &Observed) -> Plan {
     p
 }
 
+mod recovery;
 mod rules;
 mod status;
 
 use rules::decide;
 pub use rules::{CATCH_UP_DEADLINE_EXCEEDED, UPDATE_LAG_BOUND};
-pub use status::reconciled_condition;
 use status::status;
+pub use status::{condition, reconciled_condition};
 
 #[cfg(test)]
 mod tests;

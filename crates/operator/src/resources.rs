@@ -24,12 +24,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::crd::{AntiAffinity, RaftCluster};
+use crate::crd::{AntiAffinity, RaftCluster, TlsMode};
 
 /// Port of the etcd v3 client API (and the admin API).
 pub const CLIENT_PORT: u16 = 2379;
@@ -176,34 +177,82 @@ fn parse<T: DeserializeOwned>(kind: &'static str, v: Value) -> Result<T, BuildEr
     serde_json::from_value(v).map_err(|source| BuildError::Shape { kind, source })
 }
 
-/// The start script: ordinal → bootstrap or join (see the module docs).
+/// The start script: ordinal → bootstrap or join (see the module docs). With TLS on, the
+/// member's certificate comes from the mounted `NAME-tls` (crate::tls); a member whose
+/// certificate is not there yet (cert-manager still issuing) waits for it rather than failing.
 const START_SCRIPT: &str = r#"set -eu
 ord="${POD_NAME##*-}"
 host="${POD_NAME}.${PEER_SERVICE}.${POD_NAMESPACE}.svc"
+scheme=http
+if [ "${TLS_MODE:-Disabled}" != Disabled ]; then
+  scheme=https
+  tls=/etc/flotilla/tls
+  n=0
+  until [ -s "$tls/$POD_NAME.crt" ] && [ -s "$tls/$POD_NAME.key" ] && [ -s "$tls/ca.crt" ]; do
+    if [ "$n" -ge 300 ]; then
+      echo "no certificate for $POD_NAME in Secret $TLS_SECRET after 600 s" >&2
+      exit 1
+    fi
+    [ "$n" = 0 ] && echo "waiting for the certificate of $POD_NAME in Secret $TLS_SECRET"
+    n=$((n + 1))
+    sleep 2
+  done
+  export FLOTILLA_CERT_FILE="$tls/$POD_NAME.crt" FLOTILLA_KEY_FILE="$tls/$POD_NAME.key" \
+    FLOTILLA_TRUSTED_CA_FILE="$tls/ca.crt" FLOTILLA_PEER_CERT_FILE="$tls/$POD_NAME.crt" \
+    FLOTILLA_PEER_KEY_FILE="$tls/$POD_NAME.key" FLOTILLA_PEER_TRUSTED_CA_FILE="$tls/ca.crt" \
+    FLOTILLA_PEER_CLIENT_CERT_AUTH=true
+fi
 set -- node --name "$POD_NAME" --data-dir /var/lib/flotilla/data \
   --listen-client 0.0.0.0:2379 --listen-peer 0.0.0.0:2380 --listen-metrics 0.0.0.0:9379 \
-  --advertise-client "http://$host:2379" --advertise-peer "http://$host:2380"
+  --advertise-client "$scheme://$host:2379" --advertise-peer "$scheme://$host:2380"
+if [ "${FORCE_NEW_CLUSTER:-}" = "$POD_NAME" ]; then
+  # Quorum-loss recovery: this member's data is the most up to date of the survivors.
+  set -- "$@" --force-new-cluster
+fi
 if [ "$CLUSTER_STATE" = new ] && [ "$ord" = 0 ]; then
-  exec flotilla "$@" --initial-cluster "$POD_NAME=http://$host:2380"
+  exec flotilla "$@" --initial-cluster "$POD_NAME=$scheme://$host:2380"
 fi
 exec flotilla "$@" --join "$JOIN_ENDPOINTS"
 "#;
 
+/// The ConfigMap's word for a TLS mode (also how [`crate::observe`] tells a changed mode).
+pub fn tls_mode_name(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::Disabled => "Disabled",
+        TlsMode::Operator => "Operator",
+        TlsMode::CertManager => "CertManager",
+    }
+}
+
 /// The ConfigMap the pods take their environment from. `bootstrapped` is sticky (see module
 /// docs); the Raft settings are the node's own `FLOTILLA_*` variables.
 pub fn config_map(rc: &RaftCluster, bootstrapped: bool) -> Result<ConfigMap, BuildError> {
+    config_map_forcing(rc, bootstrapped, None)
+}
+
+/// [`config_map`], naming the member that must start with `--force-new-cluster` (quorum-loss
+/// recovery, see crate::plan).
+pub fn config_map_forcing(
+    rc: &RaftCluster,
+    bootstrapped: bool,
+    force_new_cluster: Option<&str>,
+) -> Result<ConfigMap, BuildError> {
     let names = Names::of(rc)?;
     let r = &rc.spec.raft;
     let uid = rc.meta().uid.clone().unwrap_or_default();
-    parse(
-        "ConfigMap",
-        json!({
+    let tls = rc.spec.tls.mode != TlsMode::Disabled;
+    let mut cm = json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": metadata(rc, &names, names.config_map()),
             "data": {
                 "CLUSTER_STATE": if bootstrapped { "existing" } else { "new" },
-                "JOIN_ENDPOINTS": names.client_endpoint(),
+                "JOIN_ENDPOINTS": if tls {
+                    format!("https://{}", names.client_endpoint())
+                } else {
+                    names.client_endpoint()
+                },
+                "TLS_MODE": tls_mode_name(rc.spec.tls.mode),
                 "PEER_SERVICE": names.peer_service(),
                 // A token unique to this resource: a RaftCluster deleted and created again under
                 // the same name founds a cluster with a different id, and stale volumes of the
@@ -214,18 +263,32 @@ pub fn config_map(rc: &RaftCluster, bootstrapped: bool) -> Result<ConfigMap, Bui
                 "FLOTILLA_HEARTBEAT_TICKS": r.heartbeat_ticks.to_string(),
                 "FLOTILLA_SNAPSHOT_THRESHOLD": r.snapshot_threshold.to_string(),
             }
-        }),
-    )
+    });
+    if let Some(pod) = force_new_cluster {
+        cm["data"]["FORCE_NEW_CLUSTER"] = json!(pod);
+    }
+    if tls {
+        cm["data"]["TLS_SECRET"] = json!(names.tls_secret());
+        cm["data"]["FLOTILLA_CLIENT_CERT_AUTH"] = json!(rc.spec.tls.client_cert_auth.to_string());
+    }
+    parse("ConfigMap", cm)
 }
 
 /// A short hash of the settings that need a restart to take effect; it goes on the pod template
 /// so changing them rolls the pods, while flipping `CLUSTER_STATE` does not.
 fn settings_hash(rc: &RaftCluster) -> String {
     let r = &rc.spec.raft;
-    let text = format!(
+    let mut text = format!(
         "{}/{}/{}/{}",
         r.tick_ms, r.election_ticks, r.heartbeat_ticks, r.snapshot_threshold
     );
+    // Appended only when TLS is on, so clusters without it keep the hash (and pods) they have.
+    if rc.spec.tls.mode != TlsMode::Disabled {
+        text.push_str(&format!(
+            "/tls-client-auth={}",
+            rc.spec.tls.client_cert_auth
+        ));
+    }
     // FNV-1a: stable across Rust versions, unlike DefaultHasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
@@ -333,6 +396,10 @@ pub fn stateful_set(
     if let Some(p) = &s.image_pull_policy {
         container["imagePullPolicy"] = json!(p);
     }
+    let tls = s.tls.mode != TlsMode::Disabled;
+    if tls && let Some(m) = container["volumeMounts"].as_array_mut() {
+        m.push(json!({"name": "tls", "mountPath": crate::tls::MOUNT, "readOnly": true}));
+    }
     if let Some(r) = &s.resources {
         container["resources"] = json!(r);
     }
@@ -345,6 +412,13 @@ pub fn stateful_set(
         // Long enough for a leader to hand leadership over on SIGTERM.
         "terminationGracePeriodSeconds": 30,
     });
+    if tls {
+        // Group-readable for fsGroup 65532: the keys are the member's, nobody else's.
+        pod_spec["volumes"] = json!([{
+            "name": "tls",
+            "secret": {"secretName": names.tls_secret(), "defaultMode": 0o440},
+        }]);
+    }
     let sch = &s.scheduling;
     if let Some(v) = &sch.node_selector {
         pod_spec["nodeSelector"] = json!(v);
@@ -463,6 +537,51 @@ pub fn client_service(rc: &RaftCluster) -> Result<Service, BuildError> {
                 "ports": [
                     {"name": "client", "port": CLIENT_PORT, "targetPort": "client", "protocol": "TCP"},
                     {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+                ],
+            }
+        }),
+    )
+}
+
+/// The cluster's NetworkPolicy: the peer port only from the members; the client port from the
+/// members (a joining member asks through it), the operator's pods and the clients the spec
+/// selects (the cluster's namespace when it selects none); metrics from anywhere (nothing
+/// sensitive is served there, and Prometheus may run anywhere). `operator` is the operator's
+/// namespace and pod labels; without it the operator is not let in specially.
+pub fn network_policy(
+    rc: &RaftCluster,
+    operator: Option<&(String, BTreeMap<String, String>)>,
+) -> Result<NetworkPolicy, BuildError> {
+    let names = Names::of(rc)?;
+    let np = &rc.spec.network_policy;
+    let members = json!({"podSelector": {"matchLabels": selector(&names)}});
+    let mut client_from = vec![members.clone()];
+    if let Some((ns, labels)) = operator {
+        client_from.push(json!({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+            "podSelector": {"matchLabels": labels},
+        }));
+    }
+    client_from.push(match &np.client_namespace_selector {
+        Some(ns) => json!({
+            "namespaceSelector": ns,
+            "podSelector": np.client_pod_selector.clone().unwrap_or_default(),
+        }),
+        None => json!({"podSelector": np.client_pod_selector.clone().unwrap_or_default()}),
+    });
+    parse(
+        "NetworkPolicy",
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": metadata(rc, &names, names.cluster.clone()),
+            "spec": {
+                "podSelector": {"matchLabels": selector(&names)},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {"ports": [{"port": PEER_PORT, "protocol": "TCP"}], "from": [members]},
+                    {"ports": [{"port": CLIENT_PORT, "protocol": "TCP"}], "from": client_from},
+                    {"ports": [{"port": METRICS_PORT, "protocol": "TCP"}]},
                 ],
             }
         }),

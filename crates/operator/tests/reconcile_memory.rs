@@ -15,13 +15,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use flotilla_operator::controller::{Context, reconcile_once};
-use flotilla_operator::crd::{Phase, RaftCluster, RaftClusterSpec};
+use flotilla_operator::crd::{Phase, RaftCluster, RaftClusterSpec, TlsMode};
 use flotilla_operator::kube_api::Owned;
 use flotilla_operator::memory::Memory;
 use flotilla_operator::metrics::Metrics;
 use flotilla_operator::nodes::{NodeClient, NodeError};
 use flotilla_operator::plan::{Action, quorum};
 use flotilla_operator::resources::{Names, labels};
+use flotilla_operator::tls::{ClientTls, certs};
 use flotilla_proto::admin::{Member, Role, StatusResponse};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Resource;
@@ -45,6 +46,8 @@ struct SimState {
     next_id: u64,
     /// Membership changes made during the current pass.
     changes_this_pass: usize,
+    /// The identity the operator last said it dials the nodes with.
+    tls: Option<ClientTls>,
     max_changes_per_pass: usize,
 }
 
@@ -72,6 +75,10 @@ impl SimNodes {
 }
 
 impl NodeClient for SimNodes {
+    fn use_tls(&self, _names: &Names, tls: Option<ClientTls>) {
+        self.st().tls = tls;
+    }
+
     async fn status(&self, names: &Names, k: u32) -> Result<StatusResponse, NodeError> {
         let s = self.st();
         let id = *s
@@ -198,15 +205,22 @@ impl Harness {
 
     /// Plays the StatefulSet controller and kubelet, and the nodes starting in the pods.
     fn kubelet(&mut self) {
-        let (replicas, bootstrapped) = {
+        let (replicas, bootstrapped, tls_files) = {
             let k = self.kube.state();
+            let tls_files: Option<BTreeMap<String, k8s_openapi::ByteString>> =
+                match k.objects.get(&("Secret", self.names.tls_secret())) {
+                    Some(Owned::Secret(s)) => s.data.clone(),
+                    _ => None,
+                };
             let cm = match k.objects.get(&("ConfigMap", self.names.config_map())) {
                 Some(Owned::ConfigMap(c)) => c.data.clone().unwrap_or_default(),
                 _ => BTreeMap::new(),
             };
+            let tls_on = cm.get("TLS_MODE").is_some_and(|m| m != "Disabled");
             (
                 k.sts_replicas.unwrap_or(0) as u32,
                 cm.get("CLUSTER_STATE").is_some_and(|s| s == "existing"),
+                tls_on.then(|| tls_files.unwrap_or_default()),
             )
         };
         let mut k = self.kube.state();
@@ -230,6 +244,13 @@ impl Harness {
                 )
                 .expect("pvc")
             });
+            // With TLS on, the start script waits for the pod's certificate in the mounted Secret.
+            let pod = self.names.pod(o);
+            if let Some(files) = &tls_files
+                && !(files.contains_key(&format!("{pod}.crt")) && files.contains_key("ca.crt"))
+            {
+                continue;
+            }
             if !s.running.contains_key(&o) {
                 // The start script: pod 0 of a never-bootstrapped cluster founds it; every other
                 // start joins through the leader as a learner (or waits if there is none).
@@ -395,4 +416,200 @@ async fn unreachable_nodes_change_nothing() {
     );
     assert_eq!(h.kube.state().sts_replicas, Some(3));
     assert_eq!(p.status.phase, Phase::Degraded);
+}
+
+fn secret_files(h: &Harness, name: &str) -> BTreeMap<String, String> {
+    match h.kube.state().objects.get(&("Secret", name.to_owned())) {
+        Some(Owned::Secret(s)) => s
+            .data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf8")))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+#[tokio::test]
+async fn tls_cluster_scales_3_5_3_with_a_certificate_for_every_member() {
+    let mut h = Harness::new(1);
+    h.rc.spec.tls.mode = TlsMode::Operator;
+    let mut first_certs = BTreeMap::new();
+    for n in [3, 5, 3] {
+        h.settle(n).await;
+        let st = h.kube.state().statuses.last().cloned().expect("status");
+        assert_eq!(st.phase, Phase::Running, "{st:?}");
+        assert_eq!(st.members.len(), n as usize);
+        let ready = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "CertificatesReady")
+            .expect("CertificatesReady");
+        assert_eq!(ready.status, "True", "{ready:?}");
+        assert_eq!(st.tls.as_ref().map(|t| t.secret.as_str()), Some("demo-tls"));
+
+        let bundle = secret_files(&h, "demo-tls");
+        let ca = secret_files(&h, "demo-ca")["tls.crt"].clone();
+        let mut want: Vec<String> = (0..n)
+            .flat_map(|k| [format!("demo-{k}.crt"), format!("demo-{k}.key")])
+            .collect();
+        want.push("ca.crt".into());
+        want.sort();
+        assert_eq!(bundle.keys().cloned().collect::<Vec<_>>(), want);
+        for k in 0..n {
+            let cert = &bundle[&format!("demo-{k}.crt")];
+            assert!(certs::signed_by(cert, &ca));
+            // A member keeps its certificate while the cluster grows and shrinks around it.
+            let first = first_certs.entry(k).or_insert_with(|| cert.clone());
+            assert_eq!(first, cert, "demo-{k} was re-issued");
+        }
+        let tls = h
+            .nodes
+            .st()
+            .tls
+            .clone()
+            .expect("the operator dials with TLS");
+        assert_eq!(tls.ca, ca);
+        assert_eq!(
+            secret_files(&h, "demo-client-tls")["tls.crt"],
+            tls.identity.cert
+        );
+        let cm = match h
+            .kube
+            .state()
+            .objects
+            .get(&("ConfigMap", "demo-config".into()))
+        {
+            Some(Owned::ConfigMap(c)) => c.data.clone().expect("data"),
+            other => panic!("cm: {other:?}"),
+        };
+        assert_eq!(cm["JOIN_ENDPOINTS"], "https://demo.ns.svc:2379");
+    }
+    let reasons: Vec<&str> = h.kube.state().events.iter().map(|e| e.reason).collect();
+    assert!(
+        reasons.contains(&"CertificateAuthorityCreated"),
+        "{reasons:?}"
+    );
+
+    // Switching TLS off under the running cluster is refused and changes nothing.
+    let before = h.kube.state().objects.clone();
+    h.rc.spec.tls.mode = TlsMode::Disabled;
+    let p = h.pass().await;
+    assert!(p.hold);
+    assert!(
+        p.problems
+            .iter()
+            .any(|(r, m)| *r == "InvalidSpec" && m.contains("cannot be switched")),
+        "{:?}",
+        p.problems
+    );
+    assert_eq!(h.kube.state().objects, before);
+}
+
+#[tokio::test]
+async fn cert_manager_cluster_starts_once_cert_manager_has_issued() {
+    let mut h = Harness::new(3);
+    h.rc.spec.tls.mode = TlsMode::CertManager;
+    h.rc.spec.tls.issuer_ref = Some(flotilla_operator::crd::IssuerRef {
+        name: "ca-issuer".into(),
+        kind: "Issuer".into(),
+        group: "cert-manager.io".into(),
+    });
+    // Without cert-manager: reported, nothing starts.
+    let p = h.pass().await;
+    assert!(
+        h.kube.state().pods.is_empty(),
+        "no pod starts without its certificate"
+    );
+    let _ = p;
+    let st = h.kube.state().statuses.last().cloned().expect("status");
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CertificatesReady")
+        .expect("condition");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "CertManagerNotInstalled")
+    );
+
+    // cert-manager installed: the harness plays it, issuing every Certificate it finds.
+    h.kube.state().cert_manager = true;
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let ca = certs::new_ca("cert-manager CA", now, 365).expect("ca");
+    for _ in 0..40 {
+        h.pass().await;
+        let mut k = h.kube.state();
+        let certificates: Vec<(String, serde_json::Value)> = k
+            .objects
+            .values()
+            .filter_map(|o| match o {
+                Owned::Certificate(c) => Some((
+                    c.metadata.name.clone().unwrap_or_default(),
+                    c.data["spec"].clone(),
+                )),
+                _ => None,
+            })
+            .collect();
+        for (_, spec) in certificates {
+            let secret = spec["secretName"].as_str().expect("secretName").to_owned();
+            if k.foreign_secrets.contains_key(&secret) {
+                continue;
+            }
+            let mut names: Vec<String> = spec["dnsNames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(spec["ipAddresses"].as_array().into_iter().flatten())
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            names.sort();
+            let usage = if spec["usages"].to_string().contains("server auth") {
+                certs::Usage::Member
+            } else {
+                certs::Usage::Client
+            };
+            let cn = spec["commonName"].as_str().expect("cn");
+            let p = certs::issue(&ca, cn, &names, usage, now, 90).expect("issue");
+            let s = serde_json::from_value(json!({
+                "metadata": {"name": secret},
+                "type": "kubernetes.io/tls",
+                "data": {
+                    "tls.crt": k8s_openapi::ByteString(p.cert.into_bytes()),
+                    "tls.key": k8s_openapi::ByteString(p.key.into_bytes()),
+                    "ca.crt": k8s_openapi::ByteString(ca.cert.clone().into_bytes()),
+                }
+            }))
+            .expect("secret");
+            k.foreign_secrets.insert(secret, s);
+        }
+        drop(k);
+        let st = h.kube.state().statuses.last().cloned().expect("status");
+        if st.phase == Phase::Running && st.members.len() == 3 {
+            break;
+        }
+    }
+    let st = h.kube.state().statuses.last().cloned().expect("status");
+    assert_eq!(st.phase, Phase::Running, "{st:?}");
+    assert_eq!(st.members.len(), 3);
+    let bundle = secret_files(&h, "demo-tls");
+    assert_eq!(bundle["ca.crt"], ca.cert);
+    for k in 0..3 {
+        assert!(certs::signed_by(
+            &bundle[&format!("demo-{k}.crt")],
+            &ca.cert
+        ));
+    }
+    let tls = h.nodes.st().tls.clone().expect("client identity");
+    assert_eq!(
+        certs::facts(&tls.identity.cert).expect("facts").common_name,
+        "root"
+    );
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CertificatesReady")
+        .expect("condition");
+    assert_eq!(c.status, "True", "{c:?}");
 }

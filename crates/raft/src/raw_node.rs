@@ -84,6 +84,10 @@ pub struct Status {
     pub first_index: u64,
     /// Last index in the log.
     pub last_index: u64,
+    /// Term of the entry at `last_index` (of the snapshot when the log is empty): with
+    /// `last_index`, how up to date the log is in the sense of the election rule (§5.4.1), which
+    /// is how to pick the survivor that holds the most of a cluster that lost its quorum.
+    pub last_term: u64,
     /// Role.
     pub role: Role,
     /// Known leader or `NO_NODE`.
@@ -306,6 +310,7 @@ impl<S: Storage> RawNode<S> {
             applied: r.log.applied(),
             first_index: r.log.first_index().unwrap_or(0),
             last_index: r.log.last(),
+            last_term: r.log.last_term(),
             role: r.role,
             leader: r.leader,
             conf_state: r.confs.conf().clone(),

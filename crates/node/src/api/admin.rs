@@ -4,6 +4,11 @@
 //! the leader's Admin service on its *peer* URL (the Admin service is served on both ports),
 //! because every member knows every peer URL from the configuration while client URLs of
 //! bootstrap members may be unknown. The same functions back etcd's Cluster service.
+//!
+//! Status is open; the calls that change the cluster first pass [`gate`] (`auth::gate`: on
+//! the client port they need a verified client certificate or the root user, unless the
+//! member can verify neither). A call forwarded to the leader arrives on its peer port, where
+//! the gate lets members through.
 
 use flotilla_proto::admin::admin_client::AdminClient;
 use flotilla_proto::admin::admin_server::Admin;
@@ -32,6 +37,11 @@ impl AdminService {
     pub fn new(node: NodeHandle) -> Self {
         AdminService { node }
     }
+}
+
+/// Refuses a cluster-changing call whose caller may not make it (`auth::gate`).
+pub async fn gate<T>(node: &NodeHandle, request: &Request<T>) -> Result<(), Status> {
+    crate::auth::gate::check(node, request.metadata(), request.extensions()).await
 }
 
 /// Members with the leader's view of their progress.
@@ -77,6 +87,7 @@ pub fn status(node: &NodeHandle) -> StatusResponse {
         applied_index: st.applied,
         first_index: st.first_index,
         last_index: st.last_index,
+        last_term: st.last_term,
         pending_conf_index: st.pending_conf_index,
         members: admin_members(&st),
         is_learner,
@@ -279,14 +290,17 @@ impl Admin for AdminService {
         &self,
         request: Request<AddLearnerRequest>,
     ) -> Result<Response<AddLearnerResponse>, Status> {
-        let r = add_member(&self.node, request.into_inner())
-            .await
-            .map(|id| {
-                Response::new(AddLearnerResponse {
-                    member_id: id,
-                    members: admin_members(&self.node.status()),
-                })
-            });
+        let r = async {
+            gate(&self.node, &request).await?;
+            add_member(&self.node, request.into_inner()).await
+        }
+        .await
+        .map(|id| {
+            Response::new(AddLearnerResponse {
+                member_id: id,
+                members: admin_members(&self.node.status()),
+            })
+        });
         observe(&self.node, "Admin/AddLearner", r)
     }
 
@@ -294,13 +308,16 @@ impl Admin for AdminService {
         &self,
         request: Request<PromoteLearnerRequest>,
     ) -> Result<Response<PromoteLearnerResponse>, Status> {
-        let r = promote(&self.node, request.into_inner().member_id)
-            .await
-            .map(|()| {
-                Response::new(PromoteLearnerResponse {
-                    members: admin_members(&self.node.status()),
-                })
-            });
+        let r = async {
+            gate(&self.node, &request).await?;
+            promote(&self.node, request.into_inner().member_id).await
+        }
+        .await
+        .map(|()| {
+            Response::new(PromoteLearnerResponse {
+                members: admin_members(&self.node.status()),
+            })
+        });
         observe(&self.node, "Admin/PromoteLearner", r)
     }
 
@@ -308,13 +325,16 @@ impl Admin for AdminService {
         &self,
         request: Request<RemoveMemberRequest>,
     ) -> Result<Response<RemoveMemberResponse>, Status> {
-        let r = remove(&self.node, request.into_inner().member_id)
-            .await
-            .map(|()| {
-                Response::new(RemoveMemberResponse {
-                    members: admin_members(&self.node.status()),
-                })
-            });
+        let r = async {
+            gate(&self.node, &request).await?;
+            remove(&self.node, request.into_inner().member_id).await
+        }
+        .await
+        .map(|()| {
+            Response::new(RemoveMemberResponse {
+                members: admin_members(&self.node.status()),
+            })
+        });
         observe(&self.node, "Admin/RemoveMember", r)
     }
 
@@ -322,9 +342,12 @@ impl Admin for AdminService {
         &self,
         request: Request<TransferLeadershipRequest>,
     ) -> Result<Response<TransferLeadershipResponse>, Status> {
-        let r = transfer(&self.node, request.into_inner().target_id)
-            .await
-            .map(|leader_id| Response::new(TransferLeadershipResponse { leader_id }));
+        let r = async {
+            gate(&self.node, &request).await?;
+            transfer(&self.node, request.into_inner().target_id).await
+        }
+        .await
+        .map(|leader_id| Response::new(TransferLeadershipResponse { leader_id }));
         observe(&self.node, "Admin/TransferLeadership", r)
     }
 }

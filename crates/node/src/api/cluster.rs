@@ -13,6 +13,9 @@
 //! member-update entry through the Raft log: the core's configuration (who votes) does not
 //! change, so it is a Normal entry, and the Raft loop applies it to its member list — every
 //! member switches to the new URLs at the same index, and a restart replays it.
+//!
+//! Add, Remove, Update and Promote pass the admin gate first (`auth::gate`), as etcd 3.4
+//! requires root for them under auth; MemberList stays open.
 
 use flotilla_proto::admin::AddLearnerRequest;
 use flotilla_proto::etcdserverpb::cluster_server::Cluster;
@@ -84,8 +87,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        let allowed = admin::gate(&self.node, &request).await;
         let req = request.into_inner();
         let r = async {
+            allowed?;
             // etcd 3.4 admits one learner at a time (its `maxLearners`); the operator's and
             // `--join`'s Admin path is not bound by it. etcd checks for a taken peer URL
             // first, and `add_member` reports that one.
@@ -127,8 +132,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let allowed = admin::gate(&self.node, &request).await;
         let id = request.into_inner().id;
         let r = async {
+            allowed?;
             admin::remove(&self.node, id).await?;
             Ok(MemberRemoveResponse {
                 header: Some(header(&self.node, 0)),
@@ -143,8 +150,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let allowed = admin::gate(&self.node, &request).await;
         let req = request.into_inner();
         let r = async {
+            allowed?;
             check_member_update(&self.node.status(), &req)?;
             self.node
                 .write(flotilla_proto::internal::MemberUpdate {
@@ -176,8 +185,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let allowed = admin::gate(&self.node, &request).await;
         let id = request.into_inner().id;
         let r = async {
+            allowed?;
             admin::promote(&self.node, id).await?;
             Ok(MemberPromoteResponse {
                 header: Some(header(&self.node, 0)),

@@ -1,13 +1,24 @@
 //! etcd's Maintenance service: Status, MoveLeader, Alarm, Defragment, Hash, HashKV, Snapshot.
 //!
+//! MoveLeader is the admin API's TransferLeadership under etcd's name, so it passes the same
+//! gate (`auth::gate`).
+//!
 //! Alarm goes through Raft like any write (GET included, as etcd's `raftRequest`): alarms are
 //! replicated state-machine data (`mvcc/alarm.rs`); NOSPACE is raised by the quota check
 //! (`api/quota.rs`), CORRUPT by the corruption checks (`member/corrupt.rs`). Status lists the
-//! active alarms in `errors` as etcd does. Defragment succeeds but returns no space yet: sled
-//! never shrinks its files and the MVCC tree shares its database with the Raft store
-//! (docs/ARCHITECTURE.md §5.1). Hash and
-//! HashKV hash the local store (HashKV up to any revision not compacted), so `endpoint hashkv`
-//! compares members.
+//! active alarms in `errors` as etcd does.
+//!
+//! Status's `db_size` is the size of the state machine's own database (sled's file and blobs,
+//! as etcd's is its bbolt file; the Raft store and the WAL are not counted, as etcd does not
+//! count its WAL and snap files), and `db_size_in_use` the bytes of its live keys and values
+//! (`MvccStore::live_bytes`), both read when asked. Defragment rewrites this member's state
+//! database into a fresh one and switches to it (`MvccStore::defragment`,
+//! `storage::state_db`), under the state machine's write lock: as with etcd, this member's
+//! applies, reads and watches wait until it is done. It is local, like etcd's: `etcdctl
+//! defrag` asks each endpoint.
+//!
+//! Hash and HashKV hash the local store (HashKV up to any revision not compacted), so
+//! `endpoint hashkv` compares members.
 //!
 //! Snapshot streams this member's state in etcd's framing: 32 KiB chunks whose
 //! `remaining_bytes` counts down to 0, then one last message whose blob is the SHA-256 of
@@ -94,20 +105,47 @@ const SNAPSHOT_ALIGN: usize = 512;
 
 /// This member's snapshot image: the member metadata and the state machine, read under the
 /// state machine's read lock (applies take the write lock), so the keyspace is one point in
-/// time.
-fn snapshot_image(node: &NodeHandle) -> Result<Vec<u8>, Status> {
+/// time — with the store revision of that point, which the stream's first header carries
+/// (`flotilla backup save` names the backup after it).
+fn snapshot_image(node: &NodeHandle) -> Result<(Vec<u8>, i64), Status> {
     let sm = node
         .sm
         .read()
         .map_err(|_| Status::internal("state machine lock poisoned"))?;
     let state = sm.snapshot().map_err(Status::internal)?;
+    let revision = sm.revision();
     let mut ms = Members::default();
     for m in node.status().members {
         ms.upsert(m);
     }
     let mut image = members::encode_snapshot(&ms, &state);
     image.resize(image.len().next_multiple_of(SNAPSHOT_ALIGN), 0);
-    Ok(image)
+    Ok((image, revision))
+}
+
+/// Defragments this member's state database under the state machine's write lock (applies
+/// and reads wait, as with etcd) and logs what it gave back.
+fn defragment(node: &NodeHandle) -> Result<(), Status> {
+    let mut sm = node
+        .sm
+        .write()
+        .map_err(|_| Status::internal("state machine lock poisoned"))?;
+    let done = sm.defragment().map_err(|e| {
+        tracing::error!(error = %e, "defragment failed");
+        Status::new(e.grpc_code(), e.grpc_message())
+    })?;
+    let in_use = sm.db_size_in_use();
+    drop(sm);
+    node.metrics.db_size_bytes.set(done.after as i64);
+    node.metrics.db_size_in_use_bytes.set(in_use);
+    tracing::info!(
+        before = done.before,
+        after = done.after,
+        in_use,
+        ms = done.took.as_millis() as u64,
+        "defragmented the key-value store's database"
+    );
+    Ok(())
 }
 
 /// The messages of a Snapshot stream for `image`: chunks with the bytes still to come, then
@@ -183,20 +221,24 @@ impl Maintenance for MaintenanceService {
         let st = self.node.status();
         let is_learner = st.member(st.id).is_some_and(|m| m.is_learner);
         // etcd lists every active alarm of the cluster, in its text form.
-        let errors = match self.node.sm.read() {
-            Ok(sm) => sm.store().alarms().list().iter().map(alarm_text).collect(),
+        let (errors, db_size, db_size_in_use) = match self.node.sm.read() {
+            Ok(sm) => (
+                sm.store().alarms().list().iter().map(alarm_text).collect(),
+                sm.db_size(),
+                sm.db_size_in_use(),
+            ),
             Err(_) => return Err(Status::internal("state machine lock poisoned")),
         };
         let r = Ok(StatusResponse {
             header: Some(header(&self.node, 0)),
             version: VERSION.to_string(),
-            db_size: st.db_size,
+            db_size,
             leader: st.leader,
             raft_index: st.commit,
             raft_term: st.term,
             raft_applied_index: st.applied,
             errors,
-            db_size_in_use: st.db_size,
+            db_size_in_use,
             is_learner,
         });
         observe(&self.node, "Status", r).map(Response::new)
@@ -208,7 +250,12 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<DefragmentResponse>, Status> {
         // Admin only while auth is enabled, as etcd's authMaintenanceServer.
         crate::auth::check_admin(&self.node, request.metadata()).await?;
-        let r = Ok(DefragmentResponse {
+        let node = self.node.clone();
+        let r = match tokio::task::spawn_blocking(move || defragment(&node)).await {
+            Ok(r) => r,
+            Err(e) => Err(Status::internal(format!("defragment task failed: {e}"))),
+        }
+        .map(|()| DefragmentResponse {
             header: Some(header(&self.node, 0)),
         });
         observe(&self.node, "Defragment", r).map(Response::new)
@@ -251,8 +298,8 @@ impl Maintenance for MaintenanceService {
             Ok(r) => r,
             Err(e) => Err(Status::internal(format!("snapshot task failed: {e}"))),
         }
-        .map(|image| {
-            let frames = snapshot_frames(image, Some(header(&self.node, 0)));
+        .map(|(image, revision)| {
+            let frames = snapshot_frames(image, Some(header(&self.node, revision)));
             Response::new(Box::pin(futures::stream::iter(frames.map(Ok))) as SnapshotStream)
         });
         observe(&self.node, "Snapshot", r)
@@ -262,8 +309,10 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let allowed = super::admin::gate(&self.node, &request).await;
         let target = request.into_inner().target_id;
         let r = async {
+            allowed?;
             move_leader(&self.node, target).await?;
             Ok(MoveLeaderResponse {
                 header: Some(header(&self.node, 0)),

@@ -7,13 +7,16 @@
 //! - [`check`]: what each replicated request needs, checked at apply on every member.
 //! - [`perm`]: key-range coverage.
 //! - [`tokens`]: the simple tokens a member accepts (memory only, per member).
-//! - this module: the serving member's side — turning a request's `token` metadata into an
-//!   identity, checking reads locally, and stamping writes with the caller's identity so the
-//!   apply-time check can judge them. The gRPC service is `crate::api::auth`.
+//! - [`gate`]: who may change the cluster (membership, leadership) through the client port.
+//! - this module: the serving member's side — turning a request's `token` metadata (or, under
+//!   `--client-cert-auth`, its verified client certificate) into an identity, checking reads
+//!   locally, and stamping writes with the caller's identity so the apply-time check can judge
+//!   them. The gRPC service is `crate::api::auth`.
 
 pub mod check;
 pub mod error;
 pub mod flags;
+pub mod gate;
 pub mod jwt;
 pub mod perm;
 pub mod state;
@@ -56,10 +59,23 @@ fn lock_err() -> Status {
 }
 
 /// The identity carried by a request's metadata: `None` without a token; an unknown, expired
-/// or malformed token is etcd's "invalid auth token".
+/// or malformed token is etcd's "invalid auth token". Without a token, a client certificate
+/// verified under `--client-cert-auth` names the user by its CN, at the current auth revision
+/// (etcd's `AuthInfoFromTLS`); `crate::tls::accept::stamp_cert_user` is the only source of
+/// that metadata.
 pub async fn identity(node: &NodeHandle, md: &MetadataMap) -> Result<Option<AuthInfo>, Status> {
     let Some(raw) = TOKEN_KEYS.iter().find_map(|k| md.get(*k)) else {
-        return Ok(None);
+        let Some(cn) = md
+            .get(crate::tls::accept::CERT_USER_METADATA)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(None);
+        };
+        let sm = node.sm.read().map_err(|_| lock_err())?;
+        return Ok(Some(AuthInfo {
+            username: cn.to_string(),
+            revision: sm.store().auth().revision(),
+        }));
     };
     let token = raw.to_str().map_err(|_| AuthError::InvalidAuthToken)?;
     let tokens = node

@@ -10,8 +10,12 @@
 //! ```text
 //! flotilla-load --endpoints 127.0.0.1:2379,127.0.0.1:22379 --clients 64 --duration 10s
 //! ```
+//!
+//! TLS takes etcdctl's flags: `--cacert` (endpoints without a scheme become https://), and
+//! `--cert`/`--key` for a client certificate.
 
 use flotilla_node::cli::parse_duration;
+use flotilla_node::tls::Dialer;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -49,6 +53,24 @@ struct Args {
     /// Label printed with the result line (e.g. "flotilla" or "etcd").
     #[arg(long, default_value = "target")]
     label: String,
+    /// CA bundle (PEM) to verify the endpoints with; connect with TLS.
+    #[arg(long)]
+    cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), with --key and --cacert.
+    #[arg(long, requires_all = ["key", "cacert"])]
+    cert: Option<std::path::PathBuf>,
+    /// Client key (PEM) of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+}
+
+/// The dialer for `args`: plain, or TLS with the CA and client certificate given.
+fn dialer(args: &Args) -> anyhow::Result<Dialer> {
+    Ok(Dialer::from_files(
+        args.cacert.as_deref(),
+        args.cert.as_deref(),
+        args.key.as_deref(),
+    )?)
 }
 
 #[derive(Default)]
@@ -95,19 +117,22 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 async fn connect(args: &Args) -> anyhow::Result<Vec<KvClient<Channel>>> {
+    let dialer = dialer(args)?;
+    let scheme = if dialer.has_tls() { "https" } else { "http" };
     let mut clients = Vec::with_capacity(args.conns);
     for i in 0..args.conns.max(1) {
         let ep = &args.endpoints[i % args.endpoints.len()];
         let uri = if ep.contains("://") {
             ep.clone()
         } else {
-            format!("http://{ep}")
+            format!("{scheme}://{ep}")
         };
-        let channel = Endpoint::from_shared(uri.clone())
+        let endpoint = Endpoint::from_shared(uri.clone())
             .with_context(|| format!("bad endpoint {ep}"))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
+            .tcp_nodelay(true);
+        let channel = dialer
+            .connect(endpoint)
             .await
             .with_context(|| format!("connecting to {uri}"))?;
         clients.push(KvClient::new(channel));

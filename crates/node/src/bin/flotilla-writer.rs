@@ -59,6 +59,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use flotilla_node::tls::Dialer;
 use flotilla_proto::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -101,6 +102,25 @@ struct Args {
     /// Value size in bytes (at least the encoded seq's length).
     #[arg(long, env = "FLOTILLA_WRITER_VALUE_SIZE", default_value_t = 64)]
     value_size: usize,
+    /// CA bundle (PEM) to verify the endpoints with; endpoints without a scheme use TLS
+    /// (etcdctl's flag).
+    #[arg(long, env = "FLOTILLA_WRITER_CACERT")]
+    cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), with --key and --cacert.
+    #[arg(long, env = "FLOTILLA_WRITER_CERT", requires_all = ["key", "cacert"])]
+    cert: Option<std::path::PathBuf>,
+    /// Client key (PEM) of --cert.
+    #[arg(long, env = "FLOTILLA_WRITER_KEY", requires = "cert")]
+    key: Option<std::path::PathBuf>,
+}
+
+/// The dialer for `args`: plain, or TLS with the CA and client certificate given.
+fn dialer(args: &Args) -> anyhow::Result<Dialer> {
+    Ok(Dialer::from_files(
+        args.cacert.as_deref(),
+        args.cert.as_deref(),
+        args.key.as_deref(),
+    )?)
 }
 
 // ---- keys, values and the check (pure) ----
@@ -320,16 +340,21 @@ fn say(line: &str) {
 
 /// The configured endpoints; every call to [`Endpoints::client`] is a new channel, hence a
 /// new TCP connection.
-struct Endpoints(Vec<Endpoint>);
+struct Endpoints(Vec<Endpoint>, Dialer);
 
 impl Endpoints {
-    fn new(list: &[String], connect_timeout: Duration) -> anyhow::Result<Endpoints> {
+    fn new(
+        list: &[String],
+        connect_timeout: Duration,
+        dialer: Dialer,
+    ) -> anyhow::Result<Endpoints> {
         let mut eps = Vec::with_capacity(list.len());
+        let scheme = if dialer.has_tls() { "https" } else { "http" };
         for ep in list.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
             let uri = if ep.contains("://") {
                 ep.to_string()
             } else {
-                format!("http://{ep}")
+                format!("{scheme}://{ep}")
             };
             let endpoint = Endpoint::from_shared(uri)
                 .with_context(|| format!("bad endpoint {ep:?}"))?
@@ -344,13 +369,22 @@ impl Endpoints {
         if eps.is_empty() {
             bail!("need at least one endpoint");
         }
-        Ok(Endpoints(eps))
+        // Checked once here, so `client` cannot fail later.
+        dialer
+            .connect_lazy(eps[0].clone())
+            .context("setting up TLS for the endpoints")?;
+        Ok(Endpoints(eps, dialer))
     }
 
     /// A client on a fresh channel to endpoint `i` (modulo the count); it connects lazily,
     /// so a dead endpoint shows up as the first request's error.
     fn client(&self, i: usize) -> KvClient<Channel> {
-        KvClient::new(self.0[i % self.0.len()].connect_lazy()).max_decoding_message_size(usize::MAX)
+        let ep = self.0[i % self.0.len()].clone();
+        let channel = self
+            .1
+            .connect_lazy(ep.clone())
+            .unwrap_or_else(|_| ep.connect_lazy());
+        KvClient::new(channel).max_decoding_message_size(usize::MAX)
     }
 }
 
@@ -593,7 +627,11 @@ async fn main() -> anyhow::Result<ExitCode> {
     if args.prefix.is_empty() {
         bail!("--prefix must not be empty");
     }
-    let eps = Arc::new(Endpoints::new(&args.endpoints, args.request_timeout)?);
+    let eps = Arc::new(Endpoints::new(
+        &args.endpoints,
+        args.request_timeout,
+        dialer(&args)?,
+    )?);
     let cfg = Arc::new(WriterConfig {
         prefix: args.prefix.as_bytes().to_vec(),
         value_size: args.value_size,

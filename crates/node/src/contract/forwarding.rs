@@ -32,4 +32,10 @@ pub trait Forwarding: Send + Sync {
     /// A (lazily connecting) channel to the member at `url`, for the calls that are forwarded
     /// whole (lease keep-alives, the admin join).
     fn channel(&self, url: &str) -> Result<Channel, ServerError>;
+
+    /// A (lazily connecting) channel to another member's *client* URL, for the member's own
+    /// calls there (HashKV of the corruption check). It differs from [`channel`](Self::channel)
+    /// only in whom it trusts: the client port's certificate is signed by the CA of
+    /// `--trusted-ca-file`.
+    fn client_channel(&self, url: &str) -> Result<Channel, ServerError>;
 }

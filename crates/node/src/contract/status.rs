@@ -31,6 +31,8 @@ pub struct NodeStatus {
     pub first_index: u64,
     /// Last index in the log.
     pub last_index: u64,
+    /// Term of the last entry in the log.
+    pub last_term: u64,
     /// Index of the latest appended configuration change (it is in flight while it is above
     /// `commit`); the operator starts no membership change while one is.
     pub pending_conf_index: u64,

@@ -22,16 +22,15 @@
 
 use std::time::Duration;
 
+use crate::contract::Forwarding;
+use crate::contract::members::Member;
+use crate::member::handle::NodeHandle;
 use flotilla_proto::admin::StatusRequest;
 use flotilla_proto::admin::admin_client::AdminClient;
 use flotilla_proto::etcdserverpb::alarm_request::AlarmAction;
 use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use flotilla_proto::etcdserverpb::{AlarmRequest, AlarmType, HashKvRequest, HashKvResponse};
 use flotilla_raft::NodeId;
-use tonic::transport::{Channel, Endpoint};
-
-use crate::contract::members::Member;
-use crate::member::handle::NodeHandle;
 
 /// Bound on one peer call.
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,23 +55,12 @@ pub struct PeerHash {
     pub resp: Result<HashKvResponse, tonic::Status>,
 }
 
-async fn channel(url: &str) -> Result<Channel, tonic::Status> {
-    let url = if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    };
-    Endpoint::from_shared(url)
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(PEER_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))
-}
-
 /// The client URL of `m`: known, or asked from its Admin.Status on its peer URL.
-async fn client_url(m: &Member, cluster_id: u64) -> Result<String, tonic::Status> {
+async fn client_url(
+    peers: &dyn Forwarding,
+    m: &Member,
+    cluster_id: u64,
+) -> Result<String, tonic::Status> {
     if let Some(u) = m.client_urls.first() {
         return Ok(u.clone());
     }
@@ -80,7 +68,7 @@ async fn client_url(m: &Member, cluster_id: u64) -> Result<String, tonic::Status
         .peer_urls
         .first()
         .ok_or_else(|| tonic::Status::unavailable("no peer URL known"))?;
-    let resp = AdminClient::new(channel(peer).await?)
+    let resp = AdminClient::new(peers.channel(peer)?)
         .status(StatusRequest {})
         .await?
         .into_inner();
@@ -96,9 +84,14 @@ async fn client_url(m: &Member, cluster_id: u64) -> Result<String, tonic::Status
         .ok_or_else(|| tonic::Status::unavailable("no client URL known"))
 }
 
-async fn peer_hash(m: &Member, cluster_id: u64, rev: i64) -> Result<HashKvResponse, tonic::Status> {
-    let url = client_url(m, cluster_id).await?;
-    let resp = MaintenanceClient::new(channel(&url).await?)
+async fn peer_hash(
+    peers: &dyn Forwarding,
+    m: &Member,
+    cluster_id: u64,
+    rev: i64,
+) -> Result<HashKvResponse, tonic::Status> {
+    let url = client_url(peers, m, cluster_id).await?;
+    let resp = MaintenanceClient::new(peers.client_channel(&url)?)
         .hash_kv(HashKvRequest { revision: rev })
         .await?
         .into_inner();
@@ -113,28 +106,33 @@ async fn peer_hash(m: &Member, cluster_id: u64, rev: i64) -> Result<HashKvRespon
 
 /// Every peer's HashKV at `rev`, asked concurrently (etcd's `getPeerHashKVs`).
 pub async fn peer_hashes(
+    peers: &dyn Forwarding,
     members: &[Member],
     self_id: NodeId,
     cluster_id: u64,
     rev: i64,
 ) -> Vec<PeerHash> {
-    let asks = members
-        .iter()
-        .filter(|m| m.id != self_id)
-        .map(|m| async move {
-            let resp = match tokio::time::timeout(PEER_TIMEOUT, peer_hash(m, cluster_id, rev)).await
-            {
-                Ok(r) => r,
-                Err(_) => Err(tonic::Status::deadline_exceeded("HashKV timed out")),
-            };
-            PeerHash { id: m.id, resp }
-        });
+    let asks =
+        members
+            .iter()
+            .filter(|m| m.id != self_id)
+            .map(|m| async move {
+                let resp =
+                    match tokio::time::timeout(PEER_TIMEOUT, peer_hash(peers, m, cluster_id, rev))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(tonic::Status::deadline_exceeded("HashKV timed out")),
+                    };
+                PeerHash { id: m.id, resp }
+            });
     futures::future::join_all(asks).await
 }
 
 /// etcd's `InitialCorruptCheck`: `local` is this member's (hash, revision, compact revision).
 /// Errs when a peer holds other data at the same revision and compact revision.
 pub async fn initial_check(
+    peers: &dyn Forwarding,
     local: (u32, i64, i64),
     members: &[Member],
     self_id: NodeId,
@@ -146,7 +144,7 @@ pub async fn initial_check(
         "initial corruption check: comparing HashKV with peers"
     );
     let mut mismatch = 0;
-    for p in peer_hashes(members, self_id, cluster_id, rev).await {
+    for p in peer_hashes(peers, members, self_id, cluster_id, rev).await {
         match p.resp {
             Ok(r) if r.hash == hash => {}
             Ok(r) if r.compact_revision == compact => {
@@ -224,7 +222,14 @@ pub async fn check_once(node: &NodeHandle) -> Result<(), String> {
         return Ok(());
     }
     let before = local_hash(node)?;
-    let peers = peer_hashes(&st.members, node.id, node.cluster_id, before.1).await;
+    let peers = peer_hashes(
+        node.peers.as_ref(),
+        &st.members,
+        node.id,
+        node.cluster_id,
+        before.1,
+    )
+    .await;
     node.linearizable_barrier()
         .await
         .map_err(|e| e.to_string())?;

@@ -1,4 +1,5 @@
-//! Snapshot images for followers behind the compacted log.
+//! What the log store asks of the live state machine: snapshot images for followers behind
+//! the compacted log, and durability before the log drops entries.
 //!
 //! The log store's compaction snapshots carry only the member list (`storage::log_store`'s
 //! module docs): the MVCC store is durable beside them. When a follower needs the state, the
@@ -6,6 +7,10 @@
 //! machine. The image must describe the applied index and the configuration and members *as of
 //! that index*, which only the loop knows: it publishes them into an [`AppliedView`] after
 //! every apply, and [`LiveImage`] reads the view and the state machine together.
+//!
+//! Before the log store records a snapshot it syncs the state machine's database through
+//! [`SyncState`] (a [`StateSync`]): it goes through the state machine's lock each time, because
+//! a defragment replaces the database the store writes to.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -14,7 +19,7 @@ use flotilla_raft::{ConfState, StorageError};
 
 use super::state_machine::StateMachine;
 use crate::contract::members::{self, Members};
-use crate::storage::ImageSource;
+use crate::storage::{ImageSource, StateSync};
 
 /// The applied index, and the configuration and members as of it.
 #[derive(Debug, Clone)]
@@ -96,5 +101,24 @@ impl ImageSource for LiveImage {
             view.conf_state.clone(),
             members::encode_snapshot(&view.members, &state),
         ))
+    }
+}
+
+/// Syncs the live state machine's database (see the [module docs](self)).
+pub struct SyncState(pub Arc<RwLock<StateMachine>>);
+
+impl std::fmt::Debug for SyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncState").finish_non_exhaustive()
+    }
+}
+
+impl StateSync for SyncState {
+    fn sync_state(&self) -> Result<(), StorageError> {
+        self.0
+            .read()
+            .map_err(|_| StorageError::Io("state machine lock poisoned".into()))?
+            .sync()
+            .map_err(StorageError::Io)
     }
 }

@@ -41,6 +41,8 @@ pub struct Publisher {
     ready_target: Option<u64>,
     last_db_size_check: Option<Instant>,
     db_size: i64,
+    /// The store revision last published.
+    revision: i64,
     /// (term, leader, role) as last logged.
     logged: (u64, NodeId, Role),
     /// Campaigns repeat every election timeout while a member is cut off.
@@ -67,6 +69,7 @@ impl Publisher {
             ready_target: None,
             last_db_size_check: None,
             db_size: 0,
+            revision: 0,
             logged: (0, 0, Role::Follower),
             campaign_log: LogLimit::new(CAMPAIGN_LOG_EVERY),
         }
@@ -164,15 +167,25 @@ impl Publisher {
         if st.leader != 0 && self.ready_target.is_none() {
             self.ready_target = Some(st.commit);
         }
-        if self
-            .last_db_size_check
-            .is_none_or(|t| t.elapsed() > DB_SIZE_EVERY)
+        // try_read: a defragment holds the write lock for its whole copy, and the loop must
+        // keep ticking (heartbeats) meanwhile; the last values stand until the next publish.
+        let sm = sm.try_read().ok();
+        if let Some(sm) = &sm
+            && self
+                .last_db_size_check
+                .is_none_or(|t| t.elapsed() > DB_SIZE_EVERY)
         {
             self.last_db_size_check = Some(Instant::now());
-            self.db_size = sm.read().map(|s| s.db_size()).unwrap_or(0);
+            self.db_size = sm.db_size();
             self.metrics.db_size_bytes.set(self.db_size);
+            self.metrics.db_size_in_use_bytes.set(sm.db_size_in_use());
         }
-        let revision = sm.read().map(|s| s.revision()).unwrap_or(0);
+        let revision = match &sm {
+            Some(sm) => sm.revision(),
+            None => self.revision,
+        };
+        self.revision = revision;
+        drop(sm);
         let mut progress = BTreeMap::new();
         for (id, p) in &st.progress {
             progress.insert(
@@ -210,6 +223,7 @@ impl Publisher {
             applied,
             first_index: st.first_index,
             last_index: st.last_index,
+            last_term: st.last_term,
             pending_conf_index: st.pending_conf_index,
             members: members.list(&st.conf_state),
             progress,

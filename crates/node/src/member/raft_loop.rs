@@ -18,7 +18,7 @@ use flotilla_raft::RawNode;
 use tokio::sync::{oneshot, watch};
 
 use super::apply::Applier;
-use super::image::{AppliedView, SharedView};
+use super::image::{AppliedView, SharedView, SyncState};
 use super::publish::Publisher;
 use super::ready::ReadyCycle;
 use super::roster::{Roster, conf_as_of};
@@ -72,6 +72,8 @@ impl RaftLoop {
         });
         node.store_mut()
             .set_image_source(view.image_source(sm.clone()));
+        node.store_mut()
+            .set_state_sync(Arc::new(SyncState(sm.clone())));
         let applier = Applier {
             sm,
             roster: Roster::new(members, applied_conf, outbox.clone()),

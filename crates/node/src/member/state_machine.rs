@@ -217,9 +217,30 @@ impl StateMachine {
         ))
     }
 
-    /// Size of the database on disk.
+    /// Size of the state machine's database on disk.
     pub fn db_size(&self) -> i64 {
         self.store.db_size().map(|s| s as i64).unwrap_or(0)
+    }
+
+    /// Bytes of the live entries (Status's `db_size_in_use`), never above [`Self::db_size`]
+    /// when that is known.
+    pub fn db_size_in_use(&self) -> i64 {
+        let live = i64::try_from(self.store.live_bytes()).unwrap_or(i64::MAX);
+        match self.db_size() {
+            0 => live,
+            size => live.min(size),
+        }
+    }
+
+    /// Makes every applied entry durable (before the Raft log drops entries).
+    pub fn sync(&self) -> Result<(), String> {
+        self.store.sync().map_err(|e| e.to_string())
+    }
+
+    /// Rewrites the store into a fresh database, giving back the space sled kept
+    /// (Maintenance.Defragment). The caller holds the write lock, so no entry applies meanwhile.
+    pub fn defragment(&mut self) -> Result<crate::mvcc::store::Defragmented, MvccError> {
+        self.store.defragment()
     }
 
     /// The serialised image of the store.

@@ -64,6 +64,9 @@ pub enum MvccError {
     /// The underlying sled database failed.
     #[error("mvcc: storage error: {0}")]
     Storage(#[from] sled::Error),
+    /// The state database's files failed (syncing, switching generations).
+    #[error("mvcc: storage error: {0}")]
+    StateDb(#[from] crate::storage::StateDbError),
     /// An auth refusal (`crate::auth`), already in etcd's words.
     #[error("{0}")]
     Auth(#[from] crate::auth::AuthError),
@@ -92,7 +95,7 @@ impl MvccError {
                 Code::DataLoss
             }
             MvccError::NoSpace => Code::ResourceExhausted,
-            MvccError::Storage(_) => Code::Unavailable,
+            MvccError::Storage(_) | MvccError::StateDb(_) => Code::Unavailable,
             MvccError::Auth(e) => e.grpc_code(),
         }
     }
@@ -115,7 +118,10 @@ impl MvccError {
     pub fn is_deterministic(&self) -> bool {
         !matches!(
             self,
-            MvccError::Storage(_) | MvccError::Corrupt(_) | MvccError::InvalidSnapshot(_)
+            MvccError::Storage(_)
+                | MvccError::StateDb(_)
+                | MvccError::Corrupt(_)
+                | MvccError::InvalidSnapshot(_)
         )
     }
 }

@@ -6,7 +6,8 @@
 //! that. What could stand alone already does: the key → revisions index is `key_index`,
 //! watches are `watch`.
 //!
-//! Layout: one sled tree (`mvcc`) in the node's shared `sled::Db`, with these key spaces:
+//! Layout: one sled tree (`mvcc`) in the state machine's own `sled::Db`
+//! (`storage::state_db`, `<data-dir>/mvcc/`), with these key spaces:
 //! - `r` + revision → [`Record`]: the history, one entry per change;
 //! - `l` + lease id → granted TTL;
 //! - `mstate` → metadata: store revision, compact revision, applied Raft index (one value);
@@ -34,7 +35,14 @@
 //! first writes the pending overlay (its entries are complete), so the reload sees them.
 //!
 //! Compaction is physical and inline: it removes the revisions the key index drops in the
-//! same batch, so a compacted revision is gone from disk when the response is produced.
+//! same batch, so a compacted revision is gone from the tree when the response is produced.
+//! sled does not shrink its file for it, though: [`MvccStore::defragment`] rewrites the live
+//! entries into a fresh database (a new generation of the state directory) and switches to
+//! it, which is what gives the space back, as etcd's defragment rewrites its bbolt file.
+//!
+//! [`MvccStore::live_bytes`] counts the bytes of every live entry (key and value), kept up to
+//! date at each commit and recounted on every reload: Status reports it as `db_size_in_use`,
+//! what a defragment would shrink the database towards (plus sled's own overhead).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -56,8 +64,10 @@ use super::revision::{REVISION_LEN, Revision};
 use super::snapshot;
 use super::txn;
 use crate::auth::state::{AuthState, PREFIX as AUTH_PREFIX};
+use crate::storage::StateDb;
+use crate::storage::state_db::STATE_TREE;
 
-const TREE: &str = "mvcc";
+const TREE: &str = STATE_TREE;
 const RECORD_PREFIX: u8 = b'r';
 const LEASE_PREFIX: u8 = b'l';
 /// Store revision, compact revision and applied index in one value: one key written per
@@ -164,10 +174,31 @@ impl Writer {
     }
 }
 
+/// What a defragment did.
+#[derive(Debug)]
+pub struct Defragmented {
+    /// The database's size before, in bytes.
+    pub before: u64,
+    /// Its size after.
+    pub after: u64,
+    /// How long the copy and the switch took.
+    pub took: std::time::Duration,
+    /// The thread closing and removing the old generation (`None` when there was nothing
+    /// to retire, or the switch is not yet durable and the old generation is kept).
+    pub retiring: Option<std::thread::JoinHandle<()>>,
+}
+
 /// The MVCC key-value store.
 pub struct MvccStore {
     db: sled::Db,
     tree: sled::Tree,
+    /// The state directory generation `db` is, when the store has one (a member's data dir):
+    /// what [`MvccStore::sync`] and [`MvccStore::defragment`] work on.
+    home: Option<StateDb>,
+    /// Bytes of the live entries (keys and values) in the tree.
+    live_bytes: u64,
+    /// Whether the metadata entry is in the tree (so its rewrite changes no size).
+    meta_stored: bool,
     index: TreeIndex,
     leases: Leases,
     /// Users, roles and the auth switch: applied here so they share the entry's batch.
@@ -192,12 +223,26 @@ impl std::fmt::Debug for MvccStore {
 }
 
 impl MvccStore {
-    /// Opens (or creates) the store inside `db` and rebuilds its in-memory index.
+    /// Opens (or creates) the store inside `db` and rebuilds its in-memory index. Such a store
+    /// has no directory of its own: [`MvccStore::sync`] only flushes, and
+    /// [`MvccStore::defragment`] does nothing (tests, scratch stores).
     pub fn open(db: &sled::Db) -> Result<MvccStore, MvccError> {
+        Self::open_inner(db.clone(), None)
+    }
+
+    /// Opens the store in a member's state database ([`crate::storage::state_db::open`]).
+    pub fn open_state(state: StateDb) -> Result<MvccStore, MvccError> {
+        Self::open_inner(state.db().clone(), Some(state))
+    }
+
+    fn open_inner(db: sled::Db, home: Option<StateDb>) -> Result<MvccStore, MvccError> {
         let tree = db.open_tree(TREE)?;
         let mut store = MvccStore {
-            db: db.clone(),
+            db,
             tree,
+            home,
+            live_bytes: 0,
+            meta_stored: false,
             index: TreeIndex::default(),
             leases: Leases::default(),
             auth: AuthState::default(),
@@ -238,6 +283,8 @@ impl MvccStore {
         self.current_rev = loaded.current_rev;
         self.compact_rev = loaded.compact_rev;
         self.applied = loaded.applied;
+        self.live_bytes = loaded.live_bytes;
+        self.meta_stored = loaded.meta_stored;
     }
 
     fn write_pending(&self, p: HashMap<Vec<u8>, Option<Vec<u8>>>) -> Result<(), MvccError> {
@@ -302,10 +349,89 @@ impl MvccStore {
         self.applied
     }
 
-    /// Size of the whole sled database on disk (the Raft log included), for metrics and
-    /// Maintenance.Status.
+    /// Size of the store's sled database on disk (its file plus blobs; the Raft store is in
+    /// another database), for metrics, the quota and Maintenance.Status (etcd's `db_size`,
+    /// the size of its backend file).
     pub fn db_size(&self) -> Result<u64, MvccError> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Bytes of the live entries: every key and value in the tree (the history kept since
+    /// the last compaction, leases, auth, alarms, metadata). Maintenance.Status reports it as
+    /// `db_size_in_use`: what the data needs, without sled's per-entry and per-page overhead
+    /// or the pages compaction freed, so `db_size` after a defragment is this plus sled's
+    /// overhead.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// Makes every applied entry durable: with a state directory, fdatasync of the database
+    /// (and of a generation switch not yet known durable, see `storage::state_db`); without
+    /// one, sled's flush. The Raft log store calls it (through the state machine) before it
+    /// drops log entries.
+    pub fn sync(&self) -> Result<(), MvccError> {
+        match &self.home {
+            Some(home) => Ok(home.sync()?),
+            None => {
+                self.db.flush()?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Rewrites the live entries into a fresh database and switches to it, returning the
+    /// space sled's file kept (etcd's defragment). The state does not change: the copy is
+    /// taken from the tree as it is (an open batch is written first), made durable, then made
+    /// current with one atomic rename (`storage::state_db`); the caller keeps every apply
+    /// out meanwhile (the state machine's write lock). The old generation is closed and
+    /// removed on a thread of its own.
+    ///
+    /// A store without a directory ([`MvccStore::open`]) is left as it is.
+    ///
+    /// # Errors
+    /// A storage error before the switch leaves the store on its old database, unchanged.
+    pub fn defragment(&mut self) -> Result<Defragmented, MvccError> {
+        let started = std::time::Instant::now();
+        self.finish_batch()?;
+        let before = self.db.size_on_disk()?;
+        let Some(home) = self.home.as_mut() else {
+            return Ok(Defragmented {
+                before,
+                after: before,
+                took: started.elapsed(),
+                retiring: None,
+            });
+        };
+        let next = home.write_next(&[(TREE, &self.tree)])?;
+        let tree = match next.db().open_tree(TREE) {
+            Ok(tree) => tree,
+            Err(e) => {
+                next.discard();
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = next.make_current() {
+            next.discard();
+            return Err(e.into());
+        }
+        // From here the new generation is the current one: switch every handle over.
+        self.db = next.db().clone();
+        self.tree = tree;
+        let old = std::mem::replace(home, next);
+        let retiring = if home.is_current_durable() {
+            Some(old.retire())
+        } else {
+            // A crash may still bring the old generation back: keep it until the next start.
+            drop(old);
+            None
+        };
+        let after = self.db.size_on_disk().unwrap_or(0);
+        Ok(Defragmented {
+            before,
+            after,
+            took: started.elapsed(),
+            retiring,
+        })
     }
 
     /// CRC-32 of the stored history and the compact revision: equal on members that applied
@@ -630,20 +756,23 @@ impl MvccStore {
     fn commit(&mut self, w: &mut Writer, index: u64) -> Result<i64, MvccError> {
         let new_rev = w.read_rev();
         let compact = w.compact.unwrap_or(self.compact_rev);
-        let mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = w
-            .changes
-            .iter()
-            .enumerate()
-            .map(|(sub, rec)| {
-                let key = record_key(Revision::new(new_rev, sub as i64));
-                (key, Some(rec.encode()))
-            })
-            .collect();
+        let mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            Vec::with_capacity(w.changes.len() + w.ops.len() + 1);
+        let mut grown: i64 = 0;
+        for (sub, rec) in w.changes.iter().enumerate() {
+            let key = record_key(Revision::new(new_rev, sub as i64));
+            let value = rec.encode();
+            // A revision is written once: nothing to replace.
+            grown += (key.len() + value.len()) as i64;
+            ops.push((key, Some(value)));
+        }
+        grown += self.replaced_size_delta(&w.ops)?;
         ops.append(&mut w.ops);
-        ops.push((
-            META_STATE.to_vec(),
-            Some(encode_meta(new_rev, compact, index)),
-        ));
+        let meta = encode_meta(new_rev, compact, index);
+        if !self.meta_stored {
+            grown += (META_STATE.len() + meta.len()) as i64;
+        }
+        ops.push((META_STATE.to_vec(), Some(meta)));
         if let Some(p) = self.pending.as_mut() {
             // Later writes of a key replace earlier ones, as in sled.
             p.extend(ops);
@@ -663,7 +792,36 @@ impl MvccStore {
         self.current_rev = new_rev;
         self.compact_rev = compact;
         self.applied = index;
+        self.meta_stored = true;
+        self.live_bytes = self.live_bytes.saturating_add_signed(grown);
         Ok(new_rev)
+    }
+
+    /// How much `ops` (writes of keys that may exist: leases, auth, alarms, compacted
+    /// revisions) change [`MvccStore::live_bytes`]: each key's new size minus the size it has
+    /// now (in the open batch, else in the tree, else 0).
+    fn replaced_size_delta(&self, ops: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<i64, MvccError> {
+        let mut sizes: HashMap<&[u8], i64> = HashMap::new();
+        let mut delta = 0;
+        for (k, v) in ops {
+            let old = match sizes.get(k.as_slice()) {
+                Some(size) => *size,
+                None => self.stored_size(k)?,
+            };
+            let new = v.as_ref().map_or(0, |v| (k.len() + v.len()) as i64);
+            delta += new - old;
+            sizes.insert(k, new);
+        }
+        Ok(delta)
+    }
+
+    /// The size (key and value) of `key` as stored now, the open batch included.
+    fn stored_size(&self, key: &[u8]) -> Result<i64, MvccError> {
+        let value_len = match self.pending.as_ref().and_then(|p| p.get(key)) {
+            Some(v) => v.as_ref().map(Vec::len),
+            None => self.tree.get(key)?.map(|v| v.len()),
+        };
+        Ok(value_len.map_or(0, |n| (key.len() + n) as i64))
     }
 
     fn execute(
@@ -1056,6 +1214,10 @@ struct Loaded {
     current_rev: i64,
     compact_rev: i64,
     applied: u64,
+    /// Bytes of every entry (keys and values).
+    live_bytes: u64,
+    /// Whether the metadata entry was among them.
+    meta_stored: bool,
 }
 
 /// Rebuilds the in-memory state from tree entries in key order (auth `a` and leases `l` sort
@@ -1073,10 +1235,13 @@ fn load_state<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         current_rev: 1,
         compact_rev: 0,
         applied: 0,
+        live_bytes: 0,
+        meta_stored: false,
     };
     for item in entries {
         let (k, v) = item?;
         let (k, v) = (k.as_ref(), v.as_ref());
+        st.live_bytes += (k.len() + v.len()) as u64;
         match k.first() {
             Some(&LEASE_PREFIX) if k.len() == 9 => {
                 st.leases.grant(i64_from(&k[1..])?, i64_from(v)?)
@@ -1085,6 +1250,7 @@ fn load_state<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             Some(b'm') => match k {
                 META_STATE => {
                     (st.current_rev, st.compact_rev, st.applied) = decode_meta(v)?;
+                    st.meta_stored = true;
                 }
                 _ => return Err(MvccError::Corrupt("unknown metadata key".into())),
             },

@@ -1,12 +1,14 @@
 //! [`WalLogStore`]: the Raft store — log entries and hard state in the write-ahead log
 //! ([`super::wal`]) with the entries since the snapshot held in memory; snapshot metadata,
-//! images and the member identity in sled, beside the MVCC store.
+//! images and the member identity in sled (`<data-dir>/db`). The MVCC store has a database of
+//! its own ([`super::state_db`]).
 //!
 //! The per-Ready path touches only the WAL: append, then one fdatasync. sled is written (and
 //! synced) when a snapshot is taken or installed, and the order there keeps every crash point
-//! recoverable: the image and the state machine's writes are synced, then the snapshot
-//! metadata (synced), then the WAL is rewritten without the compacted entries. A store written
-//! by an older version, with the entries in sled, is moved into the WAL when it is opened.
+//! recoverable: the state machine's database is synced first (through the [`StateSync`]
+//! hook), then the image, then the snapshot metadata (synced), then the WAL is rewritten
+//! without the compacted entries. A store written by an older version, with the entries in
+//! sled, is moved into the WAL when it is opened.
 //!
 //! The snapshot *image* lives in its own tree ([`SNAPSHOT_TREE_NAME`]),
 //! keyed by the snapshot index. sled rewrites a whole leaf page whenever it consolidates the
@@ -19,7 +21,7 @@
 //! open.
 //!
 //! A snapshot taken for log compaction usually carries a *partial* image: only the member list
-//! ([`WalLogStore::compact`]). The MVCC store is durable in the same database, so copying it
+//! ([`WalLogStore::compact`]). The MVCC store is durable in its own database, so copying it
 //! into an image every few thousand entries bought nothing but a stall (serialising the whole
 //! store cost 13% of the leader's CPU under load). When a follower does need the state, the
 //! leader's [`ImageSource`] builds a full image of the live state machine at its applied index,
@@ -69,6 +71,19 @@ pub trait ImageSource: Send + Sync + std::fmt::Debug {
     fn image(&self) -> Result<(u64, ConfState, Vec<u8>), StorageError>;
 }
 
+/// Makes the state machine's database durable. [`WalLogStore`] calls it before it records a
+/// snapshot and drops the log entries the snapshot covers, so the state those entries produced
+/// is durable first: with the state machine in a database of its own, syncing the Raft
+/// store's database no longer covers it (see `storage::state_db`, "Durability across the two
+/// databases").
+pub trait StateSync: Send + Sync + std::fmt::Debug {
+    /// Makes every state machine write made before the call durable.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] if it cannot; the snapshot is then not recorded.
+    fn sync_state(&self) -> Result<(), StorageError>;
+}
+
 /// The durable Raft log store on sled. See the [module docs](self) and [`super`].
 #[derive(Debug)]
 pub struct WalLogStore {
@@ -78,6 +93,7 @@ pub struct WalLogStore {
     sync: DbSync,
     cache: Cache,
     source: Option<std::sync::Arc<dyn ImageSource>>,
+    state_sync: Option<std::sync::Arc<dyn StateSync>>,
     wal: Wal,
     /// The entries after the snapshot, `snapshot.index + 1 ..= last_index`.
     log: Vec<Entry>,
@@ -126,6 +142,7 @@ impl WalLogStore {
             sync,
             cache,
             source: None,
+            state_sync: None,
             wal,
             log,
         };
@@ -232,10 +249,24 @@ impl WalLogStore {
         self.source = Some(source);
     }
 
-    /// Compacts the log through `index` (which must be applied, and its state machine writes
-    /// made to this database) and stores `partial_image` — member metadata only — as the
-    /// snapshot's image. Syncs first, so the state the compacted entries produced is durable
-    /// before the entries are gone.
+    /// What makes the state machine's database durable before the log drops entries (see
+    /// [`StateSync`]). Without one (a store used on its own), only this database is synced.
+    pub fn set_state_sync(&mut self, sync: std::sync::Arc<dyn StateSync>) {
+        self.state_sync = Some(sync);
+    }
+
+    /// Syncs the state machine's database, if there is a [`StateSync`].
+    fn sync_state(&self) -> Result<(), StorageError> {
+        match &self.state_sync {
+            Some(s) => s.sync_state(),
+            None => Ok(()),
+        }
+    }
+
+    /// Compacts the log through `index` (which must be applied) and stores `partial_image` —
+    /// member metadata only — as the snapshot's image. Syncs the state machine's database
+    /// first, then this one, so the state the compacted entries produced is durable before
+    /// the entries are gone.
     ///
     /// # Errors
     /// As [`LogStore::create_snapshot`].
@@ -266,8 +297,9 @@ impl WalLogStore {
             term: self.term(index)?,
             conf_state,
         };
-        // store_image syncs sled: the state machine's writes up to `index` are durable before
-        // the entries that produced them leave the log.
+        // The state machine's writes up to `index` are durable before the entries that
+        // produced them leave the log (and before a partial image stands in for them).
+        self.sync_state()?;
         self.store_image(index, data)?;
         self.switch_meta(&meta, partial)?;
         let keep = usize::try_from(index - self.cache.snapshot.index).unwrap_or(usize::MAX);
@@ -292,8 +324,8 @@ impl WalLogStore {
         Ok(())
     }
 
-    /// The durability handle of the underlying database, shared with this store: the MVCC
-    /// store can make its own writes durable with it.
+    /// The durability handle of the underlying database, shared with this store (the state
+    /// database's migration syncs its marker with it).
     pub fn db_sync(&self) -> DbSync {
         self.sync.clone()
     }
@@ -469,6 +501,9 @@ impl LogStore for WalLogStore {
         // Pitfall 21: keep the suffix only if the log holds the snapshot's last entry.
         let keep_suffix =
             meta.index <= self.last_index_cached() && self.term(meta.index)? == meta.term;
+        // The state machine restored the image before this call: durable before the log
+        // forgets what preceded it.
+        self.sync_state()?;
         self.store_image(meta.index, snapshot.data)?;
         self.switch_meta(&meta, false)?;
         if keep_suffix {

@@ -32,6 +32,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::contract::{Command, ForwardFuture, Outbox, ServerError};
 use crate::log_limit::LogLimit;
+use crate::tls::Dialer;
 
 /// How a peer's refusal of a removed member's message begins: the sender recognises it and
 /// learns that it was removed (`Command::Removed`).
@@ -52,7 +53,9 @@ const PEER_QUEUE: usize = 4096;
 /// Snapshot data per chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
-fn endpoint(url: &str) -> Result<Endpoint, String> {
+/// The endpoint of a member URL (a bare `host:port` is http://); TLS, when the URL is
+/// https://, is the dialer's (`crate::tls::Dialer`).
+pub fn endpoint(url: &str) -> Result<Endpoint, String> {
     let url = if url.contains("://") {
         url.to_string()
     } else {
@@ -70,22 +73,51 @@ fn endpoint(url: &str) -> Result<Endpoint, String> {
 #[derive(Clone, Default)]
 pub struct PeerClients {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    client_channels: Arc<Mutex<HashMap<String, Channel>>>,
     forwarder: forward::Forwarder,
+    peer_dialer: Dialer,
+    client_dialer: Dialer,
+}
+
+impl PeerClients {
+    /// Clients that dial peer URLs with `peer_dialer` and client URLs with `client_dialer`.
+    pub fn new(peer_dialer: Dialer, client_dialer: Dialer) -> Self {
+        PeerClients {
+            peer_dialer,
+            client_dialer,
+            ..PeerClients::default()
+        }
+    }
+}
+
+/// The cached lazy channel to `url`, made with `dialer` on first use.
+fn cached(
+    map: &Mutex<HashMap<String, Channel>>,
+    dialer: &Dialer,
+    url: &str,
+) -> Result<Channel, ServerError> {
+    let mut map = map
+        .lock()
+        .map_err(|_| ServerError::Forward("lock poisoned".into()))?;
+    if let Some(c) = map.get(url) {
+        return Ok(c.clone());
+    }
+    let ep = endpoint(url).map_err(ServerError::Forward)?;
+    let ch = dialer
+        .connect_lazy(ep)
+        .map_err(|e| ServerError::Forward(e.to_string()))?;
+    map.insert(url.to_string(), ch.clone());
+    Ok(ch)
 }
 
 impl crate::contract::Forwarding for PeerClients {
     /// A (lazily connecting) channel to `url`, shared by every caller.
     fn channel(&self, url: &str) -> Result<Channel, ServerError> {
-        let mut map = self
-            .channels
-            .lock()
-            .map_err(|_| ServerError::Forward("lock poisoned".into()))?;
-        if let Some(c) = map.get(url) {
-            return Ok(c.clone());
-        }
-        let ch = endpoint(url).map_err(ServerError::Forward)?.connect_lazy();
-        map.insert(url.to_string(), ch.clone());
-        Ok(ch)
+        cached(&self.channels, &self.peer_dialer, url)
+    }
+
+    fn client_channel(&self, url: &str) -> Result<Channel, ServerError> {
+        cached(&self.client_channels, &self.client_dialer, url)
     }
 
     /// Hands an encoded `internal::Request` to the leader at `url` (batched with other
@@ -116,24 +148,27 @@ pub struct Transport {
     self_id: NodeId,
     rt: tokio::runtime::Handle,
     loop_tx: StdSender<Command>,
+    dialer: Dialer,
     links: Mutex<HashMap<NodeId, PeerLink>>,
     /// When the last unanswered heartbeat to each peer left, for the round-trip histogram.
     pub(crate) heartbeat_sent: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl Transport {
-    /// Creates the transport; peers are set by the Raft loop.
+    /// Creates the transport, dialling peers with `dialer`; peers are set by the Raft loop.
     pub fn new(
         cluster_id: u64,
         self_id: NodeId,
         rt: tokio::runtime::Handle,
         loop_tx: StdSender<Command>,
+        dialer: Dialer,
     ) -> Self {
         Transport {
             cluster_id,
             self_id,
             rt,
             loop_tx,
+            dialer,
             links: Mutex::new(HashMap::new()),
             heartbeat_sent: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -143,8 +178,9 @@ impl Transport {
         let loop_tx = self.loop_tx.clone();
         let cluster_id = self.cluster_id;
         let to = msg.to;
+        let dialer = self.dialer.clone();
         self.rt.spawn(async move {
-            let ok = match send_snapshot(&url, cluster_id, msg).await {
+            let ok = match send_snapshot(&dialer, &url, cluster_id, msg).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::warn!(to = format!("{to:x}"), error = %e, "snapshot send failed");
@@ -156,14 +192,22 @@ impl Transport {
     }
 }
 
-async fn send_snapshot(url: &str, cluster_id: u64, msg: Message) -> Result<(), String> {
+async fn send_snapshot(
+    dialer: &Dialer,
+    url: &str,
+    cluster_id: u64,
+    msg: Message,
+) -> Result<(), String> {
     let total = match &msg.body {
         MessageBody::InstallSnapshot { snapshot } => snapshot.data.len() as u64,
         _ => return Err("not a snapshot message".into()),
     };
     let chunks = crate::codec::snapshot_chunks(cluster_id, msg, SNAPSHOT_CHUNK)
         .ok_or("not a snapshot message")?;
-    let channel = endpoint(url)?.connect().await.map_err(|e| e.to_string())?;
+    let channel = dialer
+        .connect(endpoint(url)?)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut client = PeerClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -186,6 +230,7 @@ async fn peer_task(
     url: String,
     mut queue: mpsc::Receiver<RaftEnvelope>,
     loop_tx: StdSender<Command>,
+    dialer: Dialer,
 ) {
     let mut backoff = Duration::from_millis(50);
     // A dead peer fails every reconnect: warn on the first failure, then at most every
@@ -195,7 +240,7 @@ async fn peer_task(
     let peer = format!("{id:x}");
     loop {
         let channel = match endpoint(&url) {
-            Ok(ep) => ep.connect().await,
+            Ok(ep) => dialer.connect(ep).await,
             Err(e) => {
                 tracing::error!(peer = %url, error = %e, "bad peer URL");
                 return;
@@ -323,9 +368,13 @@ impl Outbox for Transport {
                 continue;
             }
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            let task = self
-                .rt
-                .spawn(peer_task(id, url.clone(), rx, self.loop_tx.clone()));
+            let task = self.rt.spawn(peer_task(
+                id,
+                url.clone(),
+                rx,
+                self.loop_tx.clone(),
+                self.dialer.clone(),
+            ));
             links.insert(
                 id,
                 PeerLink {

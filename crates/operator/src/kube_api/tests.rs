@@ -91,6 +91,25 @@ async fn apply_pdb_service_and_config_map_hit_their_paths() {
             Owned::ConfigMap(resources::config_map(&rc, true).expect("cm")),
             "/api/v1/namespaces/ns/configmaps/demo-config",
         ),
+        (
+            Owned::NetworkPolicy(resources::network_policy(&rc, None).expect("np")),
+            "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/demo",
+        ),
+        (
+            Owned::Secret(
+                serde_json::from_value(json!({"metadata": {"name": "demo-tls"}, "data": {}}))
+                    .expect("secret"),
+            ),
+            "/api/v1/namespaces/ns/secrets/demo-tls",
+        ),
+        (
+            Owned::Certificate(Box::new(
+                serde_json::from_value(json!({"apiVersion": "cert-manager.io/v1",
+                    "kind": "Certificate", "metadata": {"name": "demo-0"}, "spec": {}}))
+                .expect("certificate"),
+            )),
+            "/apis/cert-manager.io/v1/namespaces/ns/certificates/demo-0",
+        ),
     ];
     for (obj, path) in objs {
         let api = api.clone();
@@ -99,6 +118,11 @@ async fn apply_pdb_service_and_config_map_hit_their_paths() {
             Owned::Service(o) => serde_json::to_value(o),
             Owned::ConfigMap(o) => serde_json::to_value(o),
             Owned::StatefulSet(o) => serde_json::to_value(o),
+            Owned::NetworkPolicy(o) => serde_json::to_value(o),
+            Owned::Secret(o) => serde_json::to_value(o),
+            Owned::Certificate(o) => serde_json::to_value(o),
+            Owned::Job(o) => serde_json::to_value(o),
+            Owned::Pvc(o) => serde_json::to_value(o),
         }
         .expect("json");
         let sent = obj.clone();

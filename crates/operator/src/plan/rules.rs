@@ -59,9 +59,10 @@ pub(super) fn decide(o: &Observed, p: &mut Plan) {
         ));
         return;
     };
-    // Rule 2.
+    // Rule 2 (and quorum-loss recovery, which is about exactly this case).
     let Some(c) = &o.cluster else {
         p.busy = true;
+        super::recovery::quorum_lost(o, p);
         return;
     };
     // Rule 3.
@@ -227,7 +228,7 @@ fn replace_member_with_empty_volume(s: &Pass<'_>, p: &mut Plan) -> bool {
                 (id != 0 && (id != m.id || cluster_id != s.c.cluster_id))
                     || (id == 0 && (!m.is_learner || m.match_index > 0))
             }
-            NodeIdentity::Unknown => false,
+            NodeIdentity::Unknown | NodeIdentity::JoinFailed => false,
         };
         if lost {
             s.remove(

@@ -5,7 +5,8 @@ use super::rules::{CATCH_UP_DEADLINE_EXCEEDED, outdated};
 use super::{Observed, Plan, hex, quorum};
 use crate::crd::{Condition, MemberRole, MemberStatus, Phase, RaftClusterStatus};
 
-fn condition(o: &Observed, type_: &str, ok: bool, reason: &str, message: String) -> Condition {
+/// A condition of `type_`, keeping the previous transition time while its status holds.
+pub fn condition(o: &Observed, type_: &str, ok: bool, reason: &str, message: String) -> Condition {
     let status = if ok { "True" } else { "False" }.to_owned();
     let last = o
         .previous
@@ -59,6 +60,16 @@ pub(super) fn status(o: &Observed, p: &Plan) -> RaftClusterStatus {
         degraded(o, &s),
         quorum_at_risk(o, &s),
         reconciled_condition(o, &p.problems),
+        match &p.quorum_lost {
+            Some(why) => condition(o, "QuorumLost", true, "VotersGoneForGood", why.clone()),
+            None => condition(
+                o,
+                "QuorumLost",
+                false,
+                "QuorumRecoverable",
+                "no majority of voters is known to be gone for good".to_owned(),
+            ),
+        },
     ];
     RaftClusterStatus {
         replicas: s.sts,
@@ -77,6 +88,8 @@ pub(super) fn status(o: &Observed, p: &Plan) -> RaftClusterStatus {
         members: s.members,
         observed_generation: o.generation,
         conditions,
+        tls: None,
+        backup: None,
     }
 }
 

@@ -87,6 +87,9 @@ fn steady(n: u32, desired: i32) -> Observed {
         storage_change: None,
         sts_storage: None,
         update_revision: Some("rev-1".into()),
+        survivors: Vec::new(),
+        pending_secs: BTreeMap::new(),
+        recovery: crate::crd::RecoverySpec::default(),
     }
 }
 

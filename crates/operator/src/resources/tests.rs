@@ -78,9 +78,14 @@ fn stateful_set_from_spec() {
     let c = &pod.containers[0];
     assert_eq!(c.image.as_deref(), Some("flotilla:test"));
     let script = &c.command.as_ref().expect("command")[2];
-    assert!(script.contains("--initial-cluster \"$POD_NAME=http://$host:2380\""));
+    assert!(script.contains("--initial-cluster \"$POD_NAME=$scheme://$host:2380\""));
     assert!(script.contains("--join \"$JOIN_ENDPOINTS\""));
-    assert!(script.contains("--advertise-peer \"http://$host:2380\""));
+    assert!(script.contains("--advertise-peer \"$scheme://$host:2380\""));
+    assert!(script.contains("scheme=http\n"));
+    assert!(
+        pod.volumes.is_none(),
+        "without TLS the template is what it was before TLS existed"
+    );
     assert_eq!(
         c.env_from.as_ref().expect("envFrom")[0]
             .config_map_ref
@@ -229,4 +234,155 @@ fn resource_without_namespace_is_an_error() {
         stateful_set(&rc, None),
         Err(BuildError::Missing("namespace"))
     ));
+}
+
+#[test]
+fn tls_mounts_the_members_secret_and_switches_urls_to_https() {
+    let plain = cluster(3);
+    let mut rc = cluster(3);
+    rc.spec.tls.mode = crate::crd::TlsMode::Operator;
+    let cm = config_map(&rc, false).expect("cm");
+    let d = cm.data.expect("data");
+    assert_eq!(d["TLS_MODE"], "Operator");
+    assert_eq!(d["TLS_SECRET"], "demo-tls");
+    assert_eq!(d["JOIN_ENDPOINTS"], "https://demo.ns.svc:2379");
+    assert_eq!(d["FLOTILLA_CLIENT_CERT_AUTH"], "false");
+    let plain_cm = config_map(&plain, false).expect("cm").data.expect("data");
+    assert_eq!(plain_cm["TLS_MODE"], "Disabled");
+    assert!(!plain_cm.contains_key("TLS_SECRET"));
+
+    let sts = stateful_set(&rc, None).expect("sts");
+    let pod = sts.spec.template.spec.expect("pod");
+    let vols = pod.volumes.expect("volumes");
+    let secret = vols[0].secret.as_ref().expect("secret volume");
+    assert_eq!(secret.secret_name.as_deref(), Some("demo-tls"));
+    assert_eq!(secret.default_mode, Some(0o440));
+    let mounts = pod.containers[0].volume_mounts.as_ref().expect("mounts");
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.mount_path == crate::tls::MOUNT && m.read_only == Some(true))
+    );
+    let hash = |rc: &RaftCluster| {
+        stateful_set(rc, None)
+            .expect("sts")
+            .spec
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .expect("annotations")["flotilla.dev/settings-hash"]
+            .clone()
+    };
+    let mut auth = rc.clone();
+    auth.spec.tls.client_cert_auth = true;
+    assert_ne!(hash(&rc), hash(&auth), "client-cert-auth needs a restart");
+    assert_ne!(hash(&plain), hash(&rc));
+}
+
+#[test]
+fn start_script_waits_for_its_certificate_and_passes_the_tls_files() {
+    // Runs the real script with a stub `flotilla` that prints its arguments and environment.
+    let dir = tempfile::tempdir().expect("tmp");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let stub = bin.join("flotilla");
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\necho \"ARGS $*\"\nenv | grep ^FLOTILLA_ | sort\n",
+    )
+    .expect("stub");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let tls = dir.path().join("tls");
+    std::fs::create_dir_all(&tls).expect("tls");
+    for f in ["demo-1.crt", "demo-1.key", "ca.crt"] {
+        std::fs::write(tls.join(f), "x").expect("file");
+    }
+    let script = START_SCRIPT.replace("/etc/flotilla/tls", &tls.display().to_string());
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("POD_NAME", "demo-1")
+        .env("POD_NAMESPACE", "ns")
+        .env("PEER_SERVICE", "demo-peer")
+        .env("CLUSTER_STATE", "existing")
+        .env("JOIN_ENDPOINTS", "https://demo.ns.svc:2379")
+        .env("TLS_MODE", "Operator")
+        .env("TLS_SECRET", "demo-tls")
+        .output()
+        .expect("sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("--advertise-peer https://demo-1.demo-peer.ns.svc:2380"),
+        "{text}"
+    );
+    assert!(text.contains("--join https://demo.ns.svc:2379"), "{text}");
+    let t = tls.display();
+    for want in [
+        format!("FLOTILLA_CERT_FILE={t}/demo-1.crt"),
+        format!("FLOTILLA_PEER_KEY_FILE={t}/demo-1.key"),
+        format!("FLOTILLA_PEER_TRUSTED_CA_FILE={t}/ca.crt"),
+        "FLOTILLA_PEER_CLIENT_CERT_AUTH=true".to_owned(),
+    ] {
+        assert!(text.contains(&want), "{want} in {text}");
+    }
+}
+
+#[test]
+fn network_policy_lets_peers_only_from_members_and_clients_from_the_selection() {
+    let rc = cluster(3);
+    let operator = (
+        "flotilla-system".to_owned(),
+        BTreeMap::from([(
+            "app.kubernetes.io/name".to_owned(),
+            "flotilla-operator".to_owned(),
+        )]),
+    );
+    let np = serde_json::to_value(network_policy(&rc, Some(&operator)).expect("np")).expect("json");
+    let ingress = np["spec"]["ingress"].as_array().expect("ingress");
+    assert_eq!(
+        np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "demo"
+    );
+    assert_eq!(ingress[0]["ports"][0]["port"], 2380);
+    assert_eq!(ingress[0]["from"].as_array().expect("from").len(), 1);
+    assert_eq!(
+        ingress[0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "demo"
+    );
+    assert_eq!(ingress[1]["ports"][0]["port"], 2379);
+    let from = ingress[1]["from"].as_array().expect("from");
+    assert_eq!(from.len(), 3);
+    assert_eq!(
+        from[1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "flotilla-system"
+    );
+    assert_eq!(
+        from[2],
+        json!({"podSelector": {}}),
+        "default: the cluster's namespace"
+    );
+    assert_eq!(ingress[2]["ports"][0]["port"], 9379);
+    assert!(ingress[2].get("from").is_none(), "metrics from anywhere");
+
+    let mut sel = cluster(3);
+    sel.spec.network_policy.client_namespace_selector =
+        serde_json::from_value(json!({"matchLabels": {"flotilla.dev/client": "true"}}))
+            .expect("selector");
+    let np = serde_json::to_value(network_policy(&sel, None).expect("np")).expect("json");
+    let from = np["spec"]["ingress"][1]["from"]
+        .as_array()
+        .expect("from")
+        .clone();
+    assert_eq!(from.len(), 2);
+    assert_eq!(
+        from[1]["namespaceSelector"]["matchLabels"]["flotilla.dev/client"],
+        "true"
+    );
 }
