@@ -41,6 +41,15 @@ cargo test --workspace --benches -- --test
 
 cargo test --workspace --doc
 
+# Every test binary, and the `flotilla` binary the node's tests run, built once up front (what
+# nextest's own build step would do). The operator's process tests run a copy of that node
+# binary rather than building one themselves mid-run: `cargo build -p flotilla-node` unifies
+# features differently from the workspace's test build, so it would compile the dependency
+# tree a second time (minutes, and gigabytes of disk) while other tests run.
+cargo test --workspace --no-run
+cp target/debug/flotilla target/flotilla-under-test
+export FLOTILLA_BIN="$PWD/target/flotilla-under-test"
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

@@ -237,11 +237,15 @@ fn join_refusal(
     }
 }
 
+/// Who this member is: from the volume, by joining, or by bootstrapping. `state_applied` is
+/// the index the key-value state is as of; on a volume with no member yet, anything but 0
+/// means a restored backup (see [`WalLogStore::initialize_restored`]).
 async fn identity(
     cfg: &NodeConfig,
     tls: &MemberTls,
     db: &sled::Db,
     store: &mut WalLogStore,
+    state_applied: u64,
 ) -> anyhow::Result<(Identity, Members)> {
     let bootstrap_members = match &cfg.initial_cluster {
         Some(ic) => config::parse_initial_cluster(ic)?,
@@ -315,7 +319,20 @@ async fn identity(
     store_meta_members(db, &members)?;
     // Bootstrap first, identity last: a crash in between re-runs the same (idempotent)
     // bootstrap on the next start.
-    store.initialize(ConfState::with_voters(members.by_id.keys().copied()))?;
+    let conf_state = ConfState::with_voters(members.by_id.keys().copied());
+    if state_applied > 0 {
+        tracing::info!(
+            index = state_applied,
+            "bootstrapping from a restored key-value state: members that join get it as a snapshot"
+        );
+        store.initialize_restored(
+            conf_state,
+            state_applied,
+            members::encode_snapshot(&members, &[]),
+        )?;
+    } else {
+        store.initialize(conf_state)?;
+    }
     store.set_identity(&MemberIdentity {
         cluster_id,
         member_id,
@@ -584,7 +601,14 @@ async fn open_storage(cfg: &NodeConfig, tls: &MemberTls) -> anyhow::Result<Opene
             cfg.data_dir.display()
         );
     }
-    let (ident, members) = identity(cfg, tls, &db, &mut log_store).await?;
+    // The key-value state has a database of its own (moved out of `db` on the first start
+    // of a data dir written before that layout). It is opened first: a founding member whose
+    // state was restored from a backup bootstraps differently (see `identity`).
+    let state = crate::storage::state_db::open(&cfg.data_dir, &db, &log_store.db_sync())
+        .context("opening the key-value store's database")?;
+    let mut sm =
+        StateMachine::new(MvccStore::open_state(state).context("opening the key-value store")?);
+    let (ident, members) = identity(cfg, tls, &db, &mut log_store, sm.applied_index()).await?;
     if cfg.force_new_cluster {
         let known = rebuild_members(&log_store, members.clone())?;
         force_new_cluster(&mut log_store, ident, &known)?;
@@ -597,12 +621,6 @@ async fn open_storage(cfg: &NodeConfig, tls: &MemberTls) -> anyhow::Result<Opene
         client_urls: vec![cfg.client_url()],
         is_learner: false,
     });
-    // The key-value state has a database of its own (moved out of `db` on the first start
-    // of a data dir written before that layout).
-    let state = crate::storage::state_db::open(&cfg.data_dir, &db, &log_store.db_sync())
-        .context("opening the key-value store's database")?;
-    let mut sm =
-        StateMachine::new(MvccStore::open_state(state).context("opening the key-value store")?);
     let jwt = crate::auth::jwt::Jwt::from_flag(&cfg.auth.auth_token).map_err(anyhow::Error::msg)?;
     sm.set_auth_tokens(std::sync::Arc::new(
         crate::auth::tokens::Tokens::new(cfg.auth.token_ttl()).with_jwt(jwt),

@@ -121,7 +121,9 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<SnapshotStatus, SnapshotF
         let state =
             crate::storage::state_db::open(data_dir, &db, &raft_sync).map_err(|e| io(&e))?;
         let mut store = MvccStore::open_state(state)?;
-        store.restore(&image, 0)?;
+        // As of the index the founding member's log will start after (see
+        // `WalLogStore::initialize_restored`), so the node knows the state was restored.
+        store.restore(&image, crate::storage::log_store::RESTORED_INDEX)?;
         let status = status_of(&store, size)?;
         store.sync()?;
         Ok(status)

@@ -752,6 +752,89 @@ fn directory_backup_with_auth_prunes_by_age_and_restores() {
     assert!(out.contains("true"), "auth state carried over: {out}");
 }
 
+/// What the operator does with `spec.bootstrap.fromBackup`: the backup is restored into the
+/// first member's data dir only; that member founds the cluster alone and the others join
+/// empty. They must get the restored keyspace from it (as a snapshot: the founding member's
+/// log never held those keys), not come up empty beside it.
+#[test]
+fn one_restored_member_seeds_the_members_that_join() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let to = format!("file://{}/", dir.path().join("backups").display());
+    let c = Cluster::start(1, &[]);
+    let ep = c.endpoints();
+    let lease_ids = load(&ep);
+    let (kvs1, rev1) = all_kvs(&ep, 0);
+    let saved = backup(
+        None,
+        &["save", "--endpoints", &ep, "--to", &to, "--cluster", "seed"],
+    )
+    .json();
+    assert_eq!(saved["revision"].as_i64(), Some(rev1), "{saved}");
+    drop(c);
+
+    let mut c2 = Cluster::new(1, &["--cluster-token", "seeded"]);
+    let r = backup(
+        None,
+        &[
+            "restore",
+            "--from",
+            &to,
+            "--name",
+            "latest",
+            "--cluster",
+            "seed",
+            "--data-dir",
+            c2.members[0].data_dir.to_str().expect("utf-8"),
+        ],
+    )
+    .json();
+    assert_eq!(r["restored"], true, "{r}");
+    c2.members[0].start();
+    c2.wait_leader(Duration::from_secs(20));
+    for name in ["m2", "m3"] {
+        let i = c2.add_joiner(name);
+        c2.members[i].start();
+        let ep_i = c2.members[i].endpoint();
+        // A serializable read answers from this member's own state.
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{name} holds the restored keys"),
+            || (common::count_prefix(&ep_i, "key/", true) == Some(900)).then_some(()),
+        );
+    }
+    c2.wait_leader(Duration::from_secs(20));
+    let rev2 = put(&c2.endpoints(), "after-restore");
+    assert_eq!(
+        rev2,
+        rev1 + 1,
+        "the new cluster goes on from the backup's revision"
+    );
+    let hashes: Vec<(u32, i64)> = c2
+        .members
+        .iter()
+        .map(|m| {
+            let ep_m = m.endpoint();
+            wait_until(Duration::from_secs(20), "the last put applied", || {
+                (common::count_prefix(&ep_m, "after-restore", true) == Some(1)).then_some(())
+            });
+            hash_kv(&ep_m, rev2)
+        })
+        .collect();
+    assert!(
+        hashes.iter().all(|h| *h == hashes[0]),
+        "every member holds the same history: {hashes:?}"
+    );
+    for m in &c2.members {
+        let ep_m = m.endpoint();
+        let (kvs, _) = all_kvs(&ep_m, rev1);
+        assert_eq!(kvs, kvs1, "{}: the backup's keyspace", m.name);
+        let got: Vec<i64> = leases(&ep_m).iter().map(|(id, _)| *id).collect();
+        let mut want = lease_ids.clone();
+        want.sort_unstable();
+        assert_eq!(got, want, "{}: the backup's leases", m.name);
+    }
+}
+
 /// The measurement in the README/report: 100k keys of 256 bytes on a 3-member cluster, saved
 /// to the S3 test server, then restored (three data dirs, one after the other). Run with the
 /// release binary:

@@ -38,6 +38,10 @@ pub struct LoopSettings {
     pub cluster_id: u64,
 }
 
+/// Readies run back to back before the loop takes inputs again (bounded, so inputs and ticks
+/// keep their pace).
+const MAX_READY_ROUNDS: usize = 4;
+
 /// Commands drained into one Ready at most (so ticks keep their pace under a flood).
 const MAX_DRAIN: usize = 4096;
 
@@ -115,6 +119,10 @@ impl RaftLoop {
     pub fn run(mut self, rx: Receiver<Command>) {
         let tick = self.tick;
         let mut next_tick = Instant::now() + tick;
+        // What start-up made due (a lone voter's campaign) runs now, not after the first tick.
+        if !self.run_readies() {
+            return;
+        }
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
@@ -148,16 +156,31 @@ impl RaftLoop {
                 self.applier.waiters.drop_abandoned();
                 self.applier.publish(&self.node);
             }
-            if self.node.has_ready()
-                && let Err(e) = self.process_ready()
-            {
+            if !self.run_readies() {
+                return;
+            }
+        }
+    }
+
+    /// Runs the Readies that are due; false when storage failed and the loop must stop.
+    ///
+    /// One Ready can make the next one due at once, with no input between: a lone member
+    /// commits what its own sync just made durable. Waiting for the next input would hold every
+    /// write of a one-member cluster until the next tick.
+    fn run_readies(&mut self) -> bool {
+        for _ in 0..MAX_READY_ROUNDS {
+            if !self.node.has_ready() {
+                break;
+            }
+            if let Err(e) = self.process_ready() {
                 // A storage failure leaves the node unable to keep its promises: stop rather
                 // than answer from state that may not be durable.
                 tracing::error!(error = %e, "storage failure, stopping the raft loop");
                 self.applier.waiters.fail_all(ServerError::Storage(e));
-                return;
+                return false;
             }
         }
+        true
     }
 
     fn process_ready(&mut self) -> Result<(), String> {

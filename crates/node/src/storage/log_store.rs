@@ -48,6 +48,14 @@ pub const WAL_DIR: &str = "wal";
 /// The name of the sled tree holding snapshot images, keyed by big-endian snapshot index.
 pub const SNAPSHOT_TREE_NAME: &str = "raft_snapshot";
 
+/// The index a restored key-value state is as of (`flotilla backup restore`, `flotilla
+/// snapshot restore`), and the term of the snapshot a founding member's log then starts
+/// after (see [`WalLogStore::initialize_restored`]). Every member restored from the same file
+/// agrees on both, as etcd's restored members do.
+pub const RESTORED_INDEX: u64 = 1;
+/// See [`RESTORED_INDEX`].
+pub const RESTORED_TERM: u64 = 1;
+
 /// The metadata the store keeps in memory.
 #[derive(Debug, Clone)]
 struct Cache {
@@ -208,6 +216,62 @@ impl WalLogStore {
             .map_err(|e| sled_err("insert", e))?;
         self.cache.snapshot = meta;
         self.sync.sync()
+    }
+
+    /// Bootstraps a new store for a founding member whose key-value state was restored from a
+    /// backup or snapshot file (`flotilla backup restore`, `flotilla snapshot restore`) as of
+    /// `index`: the log starts after a snapshot at (`index`, [`RESTORED_TERM`]) with
+    /// `conf_state`, and `members_image` (the member list, as a compaction stores it) stands for
+    /// the snapshot's image until the state machine supplies a full one.
+    ///
+    /// Why not [`Self::initialize`]: a log that starts at 1 holds no trace of the restored keys,
+    /// so a member that joins later would replay it from the start and come up empty. Behind a
+    /// snapshot, the leader sends every such member an image of its state instead.
+    ///
+    /// Running it again with the same arguments, after a crash part-way, finishes it.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] if the store already holds other Raft state.
+    pub fn initialize_restored(
+        &mut self,
+        conf_state: ConfState,
+        index: u64,
+        members_image: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let meta = SnapshotMeta {
+            index,
+            term: RESTORED_TERM,
+            conf_state,
+        };
+        let hs = HardState {
+            term: RESTORED_TERM,
+            vote: flotilla_raft::NO_NODE,
+            commit: index,
+        };
+        let c = &self.cache;
+        let fresh = c.hard_state == HardState::default()
+            && self.log.is_empty()
+            && c.snapshot.index == 0
+            && c.snapshot.conf_state == ConfState::default();
+        let part_way = self.log.is_empty()
+            && c.snapshot == meta
+            && (c.hard_state == HardState::default() || c.hard_state == hs);
+        if index == 0 || !(fresh || part_way) {
+            return Err(StorageError::Io(
+                "refusing to bootstrap a store that already holds Raft state".into(),
+            ));
+        }
+        if fresh {
+            self.store_image(index, members_image)?;
+            self.switch_meta(&meta, true)?;
+            self.cache.snapshot = meta;
+        }
+        if self.cache.hard_state != hs {
+            self.wal.set_hard_state(&hs);
+            self.wal.sync()?;
+            self.cache.hard_state = hs;
+        }
+        Ok(())
     }
 
     /// The member identity stored on this volume, if the member ever joined a cluster.
