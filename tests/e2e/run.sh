@@ -872,6 +872,12 @@ etcdctl_to() { # CLUSTER [TLS-DIR]
   wait_for "etcdctl to $1" "${E[@]}" endpoint health
 }
 # Keys under a prefix (etcdctl 3.4 has no --count-only).
+member_keys() { # POD PREFIX: the keys that member holds itself (a serializable read)
+  local ip; ip=$(kn get pod "$1" -o jsonpath='{.status.podIP}')
+  etcdctl --endpoints="$ip:2379" --command-timeout=10s --dial-timeout=3s \
+    get "$2" --prefix --keys-only --consistency=s 2>/dev/null | grep -c . || true
+}
+member_has() { [ "$(member_keys "$1" "$2")" = "$3" ]; }
 count_keys() { "${E[@]}" get "$1" --prefix --keys-only | grep -c . || true; }
 secret_file() { kn get secret "$1" -o jsonpath="{.data.${2//./\\.}}" | base64 -d; }
 new_cluster() { # NAME REPLICAS EXTRA-SPEC-YAML
@@ -998,6 +1004,12 @@ YAML
   got=$(count_keys e2e/backup/)
   [ "$PF" = 0 ] || kill "$PF" 2>/dev/null || true
   [ "$got" = "$keys" ] || die "restored cluster holds $got of the $keys keys"
+  # Every member, not only the one the Service picked: the first member was restored, the
+  # others joined empty and must have been sent its state.
+  local p
+  for p in restored-0 restored-1 restored-2; do
+    wait_for "$p holds the $keys restored keys (its own, serializable)" member_has "$p" e2e/backup/ "$keys"
+  done
   echo "    restored: $got keys, 3 voters in $restore_s s"
   RC=restored cond Restored | grep -q True || die "Restored condition"
   record backup "$t" "$keys" "$((keys - got))"

@@ -229,7 +229,9 @@ impl Drop for Kubelet {
 /// (`target/<profile>/deps/processes-…` → `target/<profile>/flotilla`), built first with the
 /// same cargo and profile — a no-op when it is up to date — so `cargo test --workspace` on a
 /// fresh clone needs no earlier build step (an integration test of another crate's binary
-/// gets no `CARGO_BIN_EXE_*`).
+/// gets no `CARGO_BIN_EXE_*`). `scripts/test.sh` (CI) sets `FLOTILLA_BIN` to a copy of the
+/// binary its test build made: a `-p flotilla-node` build unifies features differently from
+/// the workspace's, so here it would compile the dependency tree a second time mid-run.
 fn node_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     if let Some(p) = std::env::var_os("FLOTILLA_BIN") {
