@@ -80,6 +80,9 @@ for tool in kubectl docker python3 etcdctl; do
 done
 export ETCDCTL_API=3
 
+# `grep -q` in a pipeline under pipefail: grep exits at the first match, the writer gets
+# SIGPIPE, and the pipeline fails although the line was there. grep to /dev/null reads it all.
+matches() { grep "$@" >/dev/null; }
 k() { kubectl "$@"; }
 kn() { kubectl -n "$NS" "$@"; }
 
@@ -121,7 +124,7 @@ pod_phase_is() { [ "$(kn get pod "$1" -o jsonpath='{.status.phase}' 2>/dev/null)
 sts_at() { [ "$(kn get sts "$RC" -o jsonpath='{.spec.replicas}' 2>/dev/null)" = "$1" ]; }
 restarted_since() { [ "$(restarts "$1")" -gt "$2" ]; }
 pod_not_ready() {
-  ! kn get pod "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True
+  ! kn get pod "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | matches True
 }
 member_replaced() { local id; id=$(member_id "$1"); [ -n "$id" ] && [ "$id" != "$2" ]; }
 
@@ -156,7 +159,7 @@ YAML
   wait_for "writer $name running" pod_phase_is "$name" Running
   wait_for "writer $name acknowledged writes" writer_acked_some "$name"
 }
-writer_acked_some() { kn logs "$1" | grep -Eq 'progress acked=[1-9]'; }
+writer_acked_some() { kn logs "$1" | matches -E 'progress acked=[1-9]'; }
 # Stops the writer, waits for its verdict, appends "acked lost" to the scenario's numbers.
 writer_finish() { # NAME
   local name=$1
@@ -187,7 +190,7 @@ events() {
   kn get events --field-selector involvedObject.kind=RaftCluster,involvedObject.name="$RC" \
     -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' 2>/dev/null
 }
-events_have() { events | grep -q "^$1"; }
+events_have() { events | matches "^$1"; }
 show() { kn get raftcluster "$RC"; }
 
 # --- set-up ---------------------------------------------------------------------------------
@@ -574,7 +577,7 @@ YAML
   wait_for "bad: Reconciled=False InvalidSpec" bad_is_invalid
   echo "    bad: $(kn get raftcluster bad -o jsonpath='{.status.conditions[?(@.type=="Reconciled")].message}')"
   ! kn get sts bad >/dev/null 2>&1 || die "a StatefulSet was created for an invalid spec"
-  kn get events --field-selector involvedObject.name=bad,reason=InvalidSpec -o name | grep -q . || die "no InvalidSpec Event"
+  kn get events --field-selector involvedObject.name=bad,reason=InvalidSpec -o name | matches . || die "no InvalidSpec Event"
   kn delete raftcluster bad --wait=true >/dev/null
   settled 3 || die "the running cluster was disturbed"
   record badspec "$t" - 0
@@ -723,7 +726,7 @@ stop_prometheus() {
 prom_has() { [ -n "$(prom query "$PROM_URL" "$1")" ]; }
 prom_ready() { curl -fsS "$PROM_URL/-/ready" >/dev/null; }
 alert_is() { # STATE NAME [LABEL=VALUE]
-  prom alerts "$PROM_URL" | grep -E "^$1 $2( |$)" | grep -q -- "${3:-}"
+  prom alerts "$PROM_URL" | grep -E "^$1 $2( |$)" | matches -- "${3:-}"
 }
 pod_ip_routable() { # IP PORT
   python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)' "$1" "$2"
@@ -1011,7 +1014,7 @@ YAML
     wait_for "$p holds the $keys restored keys (its own, serializable)" member_has "$p" e2e/backup/ "$keys"
   done
   echo "    restored: $got keys, 3 voters in $restore_s s"
-  RC=restored cond Restored | grep -q True || die "Restored condition"
+  RC=restored cond Restored | matches True || die "Restored condition"
   record backup "$t" "$keys" "$((keys - got))"
   kn delete raftcluster restored --wait=true --timeout=120s >/dev/null
 }
@@ -1038,8 +1041,10 @@ scenario_quorum() {
   kn patch raftcluster "$RC" --type merge -p '{"spec":{"recovery":{"allowDataLoss":true}}}' >/dev/null
   wait_for "recovered: 3 voters" settled 3
   echo "    recovered to 3 voters in $((SECONDS - r)) s"
-  events | grep -E "^RecoveringFromQuorumLoss" | head -1 | cut -c1-300 | sed 's/^/    /' \
-    || die "no RecoveringFromQuorumLoss Event"
+  local recovering
+  recovering=$(events | grep -E "^RecoveringFromQuorumLoss" || true)
+  [ -n "$recovering" ] || die "no RecoveringFromQuorumLoss Event"
+  echo "${recovering%%$'\n'*}" | cut -c1-300 | sed 's/^/    /'
   etcdctl_to "$RC"
   local got
   got=$(count_keys e2e/quorum/)
