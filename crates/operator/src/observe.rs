@@ -339,6 +339,16 @@ pub fn observed(rc: &RaftCluster, names: &Names, inputs: &Inputs, now: Timestamp
             })
             .collect(),
         recovery: rc.spec.recovery.clone(),
+        forcing: inputs
+            .config_map
+            .as_ref()
+            .and_then(|cm| {
+                cm.data
+                    .as_ref()?
+                    .get(crate::resources::FORCE_NEW_CLUSTER)
+                    .cloned()
+            })
+            .filter(|pod| !pod.is_empty()),
     }
 }
 

@@ -199,6 +199,8 @@ pub struct Observed {
     pub pending_secs: BTreeMap<u32, u64>,
     /// `spec.recovery`.
     pub recovery: crate::crd::RecoverySpec,
+    /// The pod the ConfigMap's `FORCE_NEW_CLUSTER` names: a quorum-loss recovery under way.
+    pub forcing: Option<String>,
 }
 
 /// A member that answered the operator, as it sees itself.

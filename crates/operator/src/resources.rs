@@ -215,6 +215,10 @@ fi
 exec flotilla "$@" --join "$JOIN_ENDPOINTS"
 "#;
 
+/// The ConfigMap key naming the pod that starts with `--force-new-cluster` (quorum-loss
+/// recovery); the start script reads it.
+pub const FORCE_NEW_CLUSTER: &str = "FORCE_NEW_CLUSTER";
+
 /// The ConfigMap's word for a TLS mode (also how [`crate::observe`] tells a changed mode).
 pub fn tls_mode_name(mode: TlsMode) -> &'static str {
     match mode {
@@ -265,7 +269,7 @@ pub fn config_map_forcing(
             }
     });
     if let Some(pod) = force_new_cluster {
-        cm["data"]["FORCE_NEW_CLUSTER"] = json!(pod);
+        cm["data"][FORCE_NEW_CLUSTER] = json!(pod);
     }
     if tls {
         cm["data"]["TLS_SECRET"] = json!(names.tls_secret());

@@ -16,16 +16,38 @@
 //! the flag to that pod only). It comes back as the only voter of the same cluster, and the
 //! ordinary rules grow the cluster back one member at a time: pods with empty volumes join as
 //! learners, the other survivors learn they were removed and get fresh volumes (rule 6c).
-//! `FORCE_NEW_CLUSTER` disappears from the ConfigMap as soon as the forced member reports a
-//! configuration of its own alone (the newest configuration then has its quorum), so a later
-//! restart of that pod does not force again (were it to happen within the pass's window, it
-//! would at worst remove a learner that joined meanwhile, which rule 6c then replaces).
+//! `FORCE_NEW_CLUSTER` stays in the ConfigMap while no leader answers — while the forced pod
+//! restarts it answers nothing, and a ConfigMap without the key then would start it without
+//! the flag, to be restarted again, and again (seen on a real cluster) — and disappears as soon
+//! as a leader answers, which after the restart is the forced member alone (the newest
+//! configuration then has its quorum), so a later restart of that pod does not force again
+//! (were it to happen within the pass's window, it would at worst remove a learner that joined
+//! meanwhile, which rule 6c then replaces).
 
 use super::{Observed, Plan, Severity, Survivor, hex, note, ordinal_of, quorum};
 
 /// Checks for a quorum lost for good and, when allowed, recovers. Only called when no leader
 /// answered.
 pub(super) fn quorum_lost(o: &Observed, p: &mut Plan) {
+    if o.recovery.allow_data_loss
+        && let Some(pod) = &o.forcing
+    {
+        // A forced restart is under way (see the module docs).
+        p.force_new_cluster = Some(pod.clone());
+        let answers = o
+            .survivors
+            .iter()
+            .any(|s| format!("{}-{}", o.name, s.ordinal) == *pod);
+        if !answers {
+            p.quorum_lost = o
+                .previous
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "QuorumLost"))
+                .filter(|c| c.status == "True")
+                .map(|c| c.message.clone());
+            return;
+        }
+    }
     // The configuration of the survivor whose log reaches furthest: the newest one known.
     let Some(best) = o
         .survivors
@@ -230,6 +252,7 @@ mod tests {
             survivors,
             pending_secs: BTreeMap::new(),
             recovery: crate::crd::RecoverySpec::default(),
+            forcing: None,
         }
     }
 
@@ -348,6 +371,36 @@ mod tests {
         });
         let p = plan(&led);
         assert!(p.force_new_cluster.is_none() && p.quorum_lost.is_none());
+    }
+
+    #[test]
+    fn the_force_stays_while_the_forced_member_restarts() {
+        let mut o = leaderless(false);
+        o.recovery.allow_data_loss = true;
+        let p = plan(&o);
+        assert_eq!(p.force_new_cluster.as_deref(), Some("demo-0"));
+        assert_eq!(p.actions, [Action::RestartPod { ordinal: 0 }]);
+        // The pod restarts and nothing answers. The ConfigMap keeps the flag (without it the
+        // new pod would start unforced, answer with the old configuration and be restarted
+        // again), nothing is restarted, no Warning is raised, and QuorumLost stays True.
+        o.forcing = Some("demo-0".into());
+        o.previous = Some(p.status.clone());
+        o.survivors.clear();
+        o.pods[0] = pod(0, false);
+        let p = plan(&o);
+        assert_eq!(p.force_new_cluster.as_deref(), Some("demo-0"));
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.notes.iter().all(|n| n.severity != Severity::Warning));
+        assert_eq!(condition(&p).0, "True");
+        // Back, alone, electing itself: still kept until a leader answers.
+        o.survivors = vec![survivor(0, 122, &[0])];
+        o.pods[0] = pod(0, true);
+        let p = plan(&o);
+        assert_eq!(p.force_new_cluster.as_deref(), Some("demo-0"));
+        assert!(p.actions.is_empty());
+        // Consent withdrawn: not kept.
+        o.recovery.allow_data_loss = false;
+        assert!(plan(&o).force_new_cluster.is_none());
     }
 
     #[test]

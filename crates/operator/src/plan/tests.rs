@@ -90,6 +90,7 @@ fn steady(n: u32, desired: i32) -> Observed {
         survivors: Vec::new(),
         pending_secs: BTreeMap::new(),
         recovery: crate::crd::RecoverySpec::default(),
+        forcing: None,
     }
 }
 
