@@ -1045,6 +1045,9 @@ scenario_quorum() {
   recovering=$(events | grep -E "^RecoveringFromQuorumLoss" || true)
   [ -n "$recovering" ] || die "no RecoveringFromQuorumLoss Event"
   echo "${recovering%%$'\n'*}" | cut -c1-300 | sed 's/^/    /'
+  local from; from=$(jp '{.status.lastRecovery.member}')
+  [ "$from" = "$RC-0" ] || die "status.lastRecovery names '$from', not $RC-0"
+  echo "    status.lastRecovery: $(jp '{.status.lastRecovery}')"
   etcdctl_to "$RC"
   local got
   got=$(count_keys e2e/quorum/)

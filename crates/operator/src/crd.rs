@@ -633,6 +633,32 @@ pub struct RaftClusterStatus {
     /// Backups, when scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
+    /// The last quorum-loss recovery (`spec.recovery.allowDataLoss`): which member the cluster
+    /// was rebuilt from, from which index, and what may have been lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recovery: Option<RecoveryRecord>,
+}
+
+/// A quorum-loss recovery, as the operator started it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryRecord {
+    /// The survivor forced alone (pod name).
+    pub member: String,
+    /// Its member id, 16 hex digits.
+    pub member_id: String,
+    /// Its last log index and term: everything up to there is kept.
+    pub last_index: u64,
+    /// See `lastIndex`.
+    pub last_term: u64,
+    /// Its applied index when it was chosen.
+    pub applied_index: u64,
+    /// The voters that were gone for good.
+    pub lost_members: Vec<String>,
+    /// What may be lost: writes that only the lost members had.
+    pub data_loss: String,
+    /// When the operator started it (RFC 3339).
+    pub started_at: String,
 }
 
 /// The backups the operator's Jobs took.

@@ -335,6 +335,8 @@ pub struct Plan {
     pub quorum_lost: Option<String>,
     /// The member to restart with `--force-new-cluster` (the ConfigMap's `FORCE_NEW_CLUSTER`).
     pub force_new_cluster: Option<String>,
+    /// A quorum-loss recovery started by this plan, for `status.lastRecovery`.
+    pub last_recovery: Option<crate::crd::RecoveryRecord>,
 }
 
 /// Voters needed for a quorum of `n` voters.
@@ -378,6 +380,7 @@ pub fn plan(o: &Observed) -> Plan {
         problems: Vec::new(),
         quorum_lost: None,
         force_new_cluster: None,
+        last_recovery: None,
     };
     if !o.spec_problems.is_empty() {
         let why = o.spec_problems.join("; ");

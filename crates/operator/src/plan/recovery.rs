@@ -131,6 +131,21 @@ pub(super) fn quorum_lost(o: &Observed, p: &mut Plan) {
         p.actions.push(super::Action::RestartPod {
             ordinal: chosen.ordinal,
         });
+        p.last_recovery = Some(crate::crd::RecoveryRecord {
+            member: format!("{}-{}", o.name, chosen.ordinal),
+            member_id: hex(chosen.id),
+            last_index: chosen.last_index,
+            last_term: chosen.last_term,
+            applied_index: chosen.applied_index,
+            lost_members: gone_names.iter().map(|n| (*n).to_owned()).collect(),
+            data_loss: format!(
+                "writes after index {} (term {}) that only {} had",
+                chosen.last_index,
+                chosen.last_term,
+                gone_names.join(", ")
+            ),
+            started_at: o.now.clone(),
+        });
         p.notes.push(note(
             Severity::Warning,
             "RecoveringFromQuorumLoss",
@@ -328,6 +343,13 @@ mod tests {
         let p = plan(&o);
         assert_eq!(p.force_new_cluster.as_deref(), Some("demo-1"));
         assert_eq!(p.actions, [Action::RestartPod { ordinal: 1 }]);
+        let r = p.status.last_recovery.clone().expect("status.lastRecovery");
+        assert_eq!(
+            (r.member.as_str(), r.last_index, r.last_term),
+            ("demo-1", 130, 3)
+        );
+        assert_eq!(r.lost_members, ["demo-2", "demo-3", "demo-4"]);
+        assert!(r.data_loss.contains("after index 130"), "{}", r.data_loss);
         let n = p
             .notes
             .iter()
@@ -390,6 +412,11 @@ mod tests {
         let p = plan(&o);
         assert_eq!(p.force_new_cluster.as_deref(), Some("demo-0"));
         assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(
+            p.status.last_recovery.as_ref().map(|r| r.member.as_str()),
+            Some("demo-0"),
+            "the record is kept from the previous status"
+        );
         assert!(p.notes.iter().all(|n| n.severity != Severity::Warning));
         assert_eq!(condition(&p).0, "True");
         // Back, alone, electing itself: still kept until a leader answers.

@@ -90,6 +90,11 @@ pub(super) fn status(o: &Observed, p: &Plan) -> RaftClusterStatus {
         conditions,
         tls: None,
         backup: None,
+        // Kept until the next recovery replaces it (crate::plan::recovery sets it).
+        last_recovery: p
+            .last_recovery
+            .clone()
+            .or_else(|| o.previous.as_ref().and_then(|s| s.last_recovery.clone())),
     }
 }
 
