@@ -49,7 +49,10 @@
 #
 # Environment: FLOTILLA_IMAGE (flotilla:e2e), E2E_SKIP_BUILD=1 (use the image as it is),
 # E2E_LOAD_IMAGE (command + args; the image name is appended), E2E_NAMESPACE (flotilla-e2e),
-# E2E_KEEP=1 (leave everything installed), E2E_TIMEOUT (seconds per wait, 300).
+# E2E_KEEP=1 (leave everything installed), E2E_TIMEOUT (seconds per wait, 300),
+# E2E_FIGURE_KEYS=N (backup and quorum first load N keys of 256 B with flotilla-load, built
+# here with cargo, and compact, so their timings are for a store of that size: the figures
+# the README quotes are for N=100000).
 # Needs: kubectl, docker, python3 (for Helm from PyPI), etcdctl (Debian: etcd-client); for
 # `alerts`: prometheus and python3-yaml (Debian), curl.
 set -euo pipefail
@@ -875,6 +878,21 @@ etcdctl_to() { # CLUSTER [TLS-DIR]
   wait_for "etcdctl to $1" "${E[@]}" endpoint health
 }
 # Keys under a prefix (etcdctl 3.4 has no --count-only).
+# Loads E2E_FIGURE_KEYS keys of 256 B under load/ through the cluster IP of Service $1 and
+# compacts to the revision reached, so the store is that many live keys and no history.
+figure_load() { # SERVICE
+  local n=${E2E_FIGURE_KEYS:-0}
+  [ "$n" -gt 0 ] || return 0
+  cargo build --quiet --release -p flotilla-node --bin flotilla-load
+  local ip; ip=$(kn get svc "$1" -o jsonpath='{.spec.clusterIP}')
+  local l=$SECONDS
+  "$ROOT/target/release/flotilla-load" --endpoints "$ip:2379" --clients 64 --conns 8 \
+    --total "$n" --key-space "$n" --sequential-keys --value-size 256 --label figure | sed 's/^/    /'
+  local rev
+  rev=$(etcdctl --endpoints="$ip:2379" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])')
+  etcdctl --endpoints="$ip:2379" compact "$rev" --physical >/dev/null
+  echo "    loaded $n keys of 256 B in $((SECONDS - l)) s; compacted at revision $rev"
+}
 member_keys() { # POD PREFIX: the keys that member holds itself (a serializable read)
   local ip; ip=$(kn get pod "$1" -o jsonpath='{.status.podIP}')
   etcdctl --endpoints="$ip:2379" --command-timeout=10s --dial-timeout=3s \
@@ -977,6 +995,7 @@ YAML
   wait_for "S3 server" s3_ready
   local S3_URL
   S3_URL="http://$(kn get svc objects -o jsonpath='{.spec.clusterIP}'):9000"
+  figure_load "$RC"
   writer_start w-backup e2e/backup/ "" ', --value-size, "256"'
   sleep 30
   writer_finish w-backup
@@ -1012,7 +1031,11 @@ YAML
   local p
   for p in restored-0 restored-1 restored-2; do
     wait_for "$p holds the $keys restored keys (its own, serializable)" member_has "$p" e2e/backup/ "$keys"
+    if [ "${E2E_FIGURE_KEYS:-0}" -gt 0 ]; then
+      wait_for "$p holds the $E2E_FIGURE_KEYS loaded keys" member_has "$p" load/ "$E2E_FIGURE_KEYS"
+    fi
   done
+  echo "    every member holds them itself $((SECONDS - r)) s after the RaftCluster was created"
   echo "    restored: $got keys, 3 voters in $restore_s s"
   RC=restored cond Restored | matches True || die "Restored condition"
   record backup "$t" "$keys" "$((keys - got))"
@@ -1025,6 +1048,7 @@ scenario_quorum() {
   log "quorum: 2 of 3 members lose their volumes; QuorumLost, then allowDataLoss"
   new_cluster "$RC" 3 ""
   wait_for "3 voters" settled 3
+  figure_load "$RC"
   writer_start w-quorum e2e/quorum/
   sleep 10
   writer_finish w-quorum

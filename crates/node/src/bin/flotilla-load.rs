@@ -50,6 +50,10 @@ struct Args {
     /// Number of distinct keys written and read.
     #[arg(long, default_value_t = 100_000)]
     key_space: u64,
+    /// Write keys 0, 1, 2, … of the key space once each, in order across all clients, instead
+    /// of picking them at random (what loading exactly N keys needs; needs --total).
+    #[arg(long, requires = "total")]
+    sequential_keys: bool,
     /// Label printed with the result line (e.g. "flotilla" or "etcd").
     #[arg(long, default_value = "target")]
     label: String,
@@ -151,14 +155,22 @@ async fn run_client(
     let mut samples = Samples::default();
     let value = vec![b'v'; args.value_size];
     loop {
+        // With --total, each request takes a ticket: total-1 down to 0, each exactly once.
+        let mut ticket = None;
         if args.total.is_some() {
-            if budget.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) <= 0 {
+            let left = budget.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if left <= 0 {
                 break;
             }
+            ticket = u64::try_from(left - 1).ok();
         } else if Instant::now() >= deadline {
             break;
         }
-        let key = format!("load/{:012}", rng.next() % args.key_space.max(1)).into_bytes();
+        let n = match ticket {
+            Some(t) if args.sequential_keys => t,
+            _ => rng.next(),
+        };
+        let key = format!("load/{:012}", n % args.key_space.max(1)).into_bytes();
         let is_get = rng.unit() < args.read_ratio;
         let start = Instant::now();
         let result = if is_get {
