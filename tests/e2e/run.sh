@@ -518,14 +518,22 @@ scenario_upgrade() {
   kn get events --field-selector involvedObject.kind=RaftCluster,involvedObject.name="$RC" \
     --sort-by=.metadata.creationTimestamp -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' \
     | grep -E '^(RestartingForUpdate|TransferringLeadership)' | tail -4 | sed 's/^/    /' | tee "$WORK/upgrade-events"
-  # The leader restarts last, after leadership moved off it. Leadership may move on its own
-  # during the update (an election while members restart), so "the leader" is whoever leads
-  # when the last member is due: the last two steps must be that move and that restart.
-  local moved restarted
+  # The leader restarts last, after leadership moved off it. Leadership may also move on its
+  # own during the update (an election while members restart) onto a member already updated;
+  # then the last member due is a follower and needs no move. Either way no member is
+  # restarted while it leads: the last restart comes right after a move off that member, or
+  # its Event names another leader.
+  local moved restarted led_by
   moved=$(tail -2 "$WORK/upgrade-events" | sed -n 's/^    TransferringLeadership: moving leadership off \([^ ]*\) .*/\1/p')
   restarted=$(tail -1 "$WORK/upgrade-events" | sed -n 's/^    RestartingForUpdate: restarting \([^ ]*\) .*/\1/p')
-  [ -n "$moved" ] && [ "$moved" = "$restarted" ] \
-    || die "the last member restarted ($restarted) was not the leader, moved off first (${moved:-no move})"
+  led_by=$(tail -1 "$WORK/upgrade-events" | sed -n 's/.*; leader \([^ )]*\))$/\1/p')
+  if [ -n "$moved" ]; then
+    [ "$moved" = "$restarted" ] || die "leadership moved off $moved, but $restarted was restarted"
+  else
+    [ -n "$led_by" ] && [ "$led_by" != "$restarted" ] && [ "$led_by" != unknown ] \
+      || die "the last member restarted ($restarted) led (leader ${led_by:-?}) and was not moved off first"
+    echo "    leadership had moved on its own to $led_by before $restarted was due: no move needed"
+  fi
   [ "$(kn get sts "$RC" -o jsonpath='{.spec.template.spec.containers[0].image}')" = "$second" ] || die "StatefulSet image"
   for m in $(jp '{.status.members[*].name}'); do
     [ "$(kn get pod "$m" -o jsonpath='{.spec.containers[0].image}')" = "$second" ] || die "$m not on $second"

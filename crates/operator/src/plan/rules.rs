@@ -510,8 +510,9 @@ fn rolling_update(s: &Pass<'_>, p: &mut Plan) -> bool {
         Severity::Normal,
         "RestartingForUpdate",
         format!(
-            "restarting {} for the new pod template ({updated} of {sts} updated)",
-            name(next)
+            "restarting {} for the new pod template ({updated} of {sts} updated; leader {})",
+            name(next),
+            leader.map_or("unknown", |m| m.name.as_str())
         ),
     ));
     true
