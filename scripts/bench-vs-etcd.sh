@@ -3,7 +3,8 @@
 # three `flotilla node` processes and three `etcd` processes on loopback, each member with its
 # own data dir, both driven by etcd's own load generator (`tools/benchmark` of etcd 3.4) in the
 # same invocation. Every workload runs ROUNDS times, alternating which system goes first, and
-# the table shows the medians and the ratios (Flotilla / etcd).
+# the table shows the medians and the ratio (the median of each round's Flotilla / etcd
+# throughput, so load that drifts between rounds on a shared machine cancels out).
 #
 #   ./scripts/bench-vs-etcd.sh
 #
@@ -163,6 +164,13 @@ median() { # column (1 ops/s, 2 p50, 3 p99) < lines
 med() { printf '%s' "${results[$1-$2]}" | median "$3"; }
 thousands() { echo "$1" | sed ':a; s/\B[0-9]\{3\}\>/,&/; ta'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+# The median of the rounds' own throughput ratios: the two runs of a round are adjacent in
+# time, so load that drifts between rounds (a shared machine) cancels out of each ratio.
+round_ratio() { # workload
+  paste <(printf '%s' "${results[flotilla-$1]}" | awk 'NF { print $1 }') \
+    <(printf '%s' "${results[etcd-$1]}" | awk 'NF { print $1 }') |
+    awk '$2 > 0 { print $1 / $2 }' | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
+}
 cell() { # system workload what(p50|p99)
   local col=2; [ "$3" = p99 ] && col=3
   printf '%s/s (%s %s ms)' "$(thousands "$(med "$1" "$2" 1)")" "$3" "$(med "$1" "$2" "$col")"
@@ -178,13 +186,13 @@ label() {
 }
 
 echo
-echo "medians of $rounds alternating rounds; ratio = Flotilla / etcd"
+echo "medians of $rounds alternating rounds; ratio = median over the rounds of Flotilla / etcd throughput"
 echo
 echo "| workload | etcd 3.4 | Flotilla | ratio |"
 echo "|---|---|---|---|"
 for w in $workloads; do
   what=p99; [ "$w" = put1 ] && what=p50
-  echo "| $(label "$w") | $(cell etcd "$w" $what) | $(cell flotilla "$w" $what) | $(ratio "$(med flotilla "$w" 1)" "$(med etcd "$w" 1)") |"
+  echo "| $(label "$w") | $(cell etcd "$w" $what) | $(cell flotilla "$w" $what) | $(round_ratio "$w") |"
 done
 echo "| RSS per member, idle (largest of 3) | ${rss_idle[etcd]} MB | ${rss_idle[flotilla]} MB | $(ratio "${rss_idle[flotilla]}" "${rss_idle[etcd]}") |"
 echo "| RSS per member after the runs (largest of 3) | ${rss_after[etcd]} MB | ${rss_after[flotilla]} MB | $(ratio "${rss_after[flotilla]}" "${rss_after[etcd]}") |"
