@@ -1,62 +1,198 @@
 #!/usr/bin/env bash
-# Side-by-side load: a 3-member Flotilla cluster and a 3-member etcd 3.4 cluster (Debian's
-# etcd-server), both on loopback, driven by the same `flotilla-load` binary in the same run.
+# Flotilla against etcd 3.4 on this machine, the comparison of issue 12 ("Performance, round 2"):
+# three `flotilla node` processes and three `etcd` processes on loopback, each member with its
+# own data dir, both driven by etcd's own load generator (`tools/benchmark` of etcd 3.4) in the
+# same invocation. Every workload runs ROUNDS times, alternating which system goes first, and
+# the table shows the medians and the ratio (the median of each round's Flotilla / etcd
+# throughput, so load that drifts between rounds on a shared machine cancels out).
 #
-#   ./scripts/bench-vs-etcd.sh [CLIENTS=64] [DURATION=10s] [READ_RATIO=0.5]
+#   ./scripts/bench-vs-etcd.sh
 #
-# Prints one block per system: ops/s and p50/p99/max latency for puts (256 B) and linearizable
-# gets. Each member is its own process with its own data dir under $BENCH_DIR (default: a fresh
-# temporary folder), so both systems pay for the same fsyncs and the same loopback hops.
+# What it needs, and where it looks:
+#   etcd, etcdctl   ETCD_BIN / ETCDCTL_BIN, else on PATH. Debian: `apt-get install etcd-server
+#                   etcd-client` (3.4.23 in bookworm).
+#   benchmark       ETCD_BENCHMARK (etcd 3.4's tools/benchmark binary), else the workspace's
+#                   sibling `../shared/tools/etcd-benchmark`, which builds it offline from
+#                   Debian's source package. To build it yourself: `apt-get install golang-go
+#                   golang-etcd-server-dev`, `apt-get source etcd` (needs a deb-src line), then in
+#                   etcd-3.4.23/: copy tools/benchmark to $G/src/go.etcd.io/etcd/tools/ and run
+#                   `GO111MODULE=off GOPATH=$G:/usr/share/gocode go build` there.
+#   flotilla        FLOTILLA_BIN, else built here (`cargo build --release`, honouring
+#                   CARGO_TARGET_DIR).
+# Knobs (environment): ROUNDS (3), BENCH_DIR (a fresh temporary dir), PUT1_TOTAL (3000),
+# PUT256_TOTAL (50000), PUT1000_TOTAL (100000), RANGE_TOTAL (100000), IDLE_SETTLE_S (5),
+# WORKLOADS (all: "put1 put256 put1000 rangel ranges").
+#
+# The 1-client put goes to each cluster's leader (the physical path the issue measures: one
+# proposal, the leader's and a follower's fdatasync, one loopback round trip); the other
+# workloads spread 100 connections over the three members, as a real client pool would.
+# Idle RSS is each member's VmRSS once the cluster is healthy and has been quiet IDLE_SETTLE_S;
+# "after" is after every round. Both report the largest of the three members.
+# The machine's load average is printed before and after: on a shared machine, read only the
+# ratios, which are taken from runs interleaved in the same minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-clients=${1:-64}; duration=${2:-10s}; read_ratio=${3:-0.5}
+
+die() { echo "bench-vs-etcd: $*" >&2; exit 2; }
+
+rounds=${ROUNDS:-3}
+put1_total=${PUT1_TOTAL:-3000}
+put256_total=${PUT256_TOTAL:-50000}
+put1000_total=${PUT1000_TOTAL:-100000}
+range_total=${RANGE_TOTAL:-100000}
+settle=${IDLE_SETTLE_S:-5}
+workloads=${WORKLOADS:-put1 put256 put1000 rangel ranges}
+
+etcd_bin=${ETCD_BIN:-$(command -v etcd || true)}
+etcdctl_bin=${ETCDCTL_BIN:-$(command -v etcdctl || true)}
+[ -x "$etcd_bin" ] || die "etcd not found: install Debian's etcd-server package (apt-get install etcd-server etcd-client) or set ETCD_BIN"
+[ -x "$etcdctl_bin" ] || die "etcdctl not found: install Debian's etcd-client package or set ETCDCTL_BIN"
+"$etcd_bin" --version | grep -q 'etcd Version: 3\.4\.' ||
+  echo "bench-vs-etcd: warning: $("$etcd_bin" --version | head -1), the issue's reference is 3.4" >&2
+
+bench=${ETCD_BENCHMARK:-}
+if [ -z "$bench" ] && [ -x ../shared/tools/etcd-benchmark ]; then
+  bench=$(../shared/tools/etcd-benchmark) || die "../shared/tools/etcd-benchmark failed to build the benchmark tool"
+fi
+[ -n "$bench" ] && [ -x "$bench" ] || die "etcd's benchmark tool not found: set ETCD_BENCHMARK to etcd 3.4's tools/benchmark binary (how to build it: see this script's header)"
+
+if [ -n "${FLOTILLA_BIN:-}" ]; then
+  flotilla=$FLOTILLA_BIN
+else
+  cargo build --release -q -p flotilla-node --bin flotilla
+  flotilla=${CARGO_TARGET_DIR:-target}/release/flotilla
+fi
+[ -x "$flotilla" ] || die "no flotilla binary at $flotilla"
+
 dir=${BENCH_DIR:-$(mktemp -d /tmp/flotilla-bench.XXXXXX)}
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+mkdir -p "$dir/runs"
+declare -A pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 
-if ! command -v etcd >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client
-fi
-cargo build --release -p flotilla-node --bin flotilla --bin flotilla-load
-bin=target/release
+# etcd: clients 42379.., peers 42389..; flotilla: clients 52379.., peers 52389.., metrics 52399..
+etcd_cl=""; etcd_eps=""; flo_cl=""; flo_eps=""
+for i in 1 2 3; do
+  etcd_cl+="${etcd_cl:+,}e$i=http://127.0.0.1:$((42388 + i))"; etcd_eps+="${etcd_eps:+,}127.0.0.1:$((42378 + i))"
+  flo_cl+="${flo_cl:+,}f$i=http://127.0.0.1:$((52388 + i))"; flo_eps+="${flo_eps:+,}127.0.0.1:$((52378 + i))"
+done
+for i in 1 2 3; do
+  "$etcd_bin" --name "e$i" --data-dir "$dir/etcd-$i" \
+    --listen-client-urls "http://127.0.0.1:$((42378 + i))" --advertise-client-urls "http://127.0.0.1:$((42378 + i))" \
+    --listen-peer-urls "http://127.0.0.1:$((42388 + i))" --initial-advertise-peer-urls "http://127.0.0.1:$((42388 + i))" \
+    --initial-cluster "$etcd_cl" --initial-cluster-token bench --initial-cluster-state new \
+    --quota-backend-bytes 8589934592 >"$dir/etcd-$i.log" 2>&1 &
+  pids[etcd-$i]=$!
+  "$flotilla" node --name "f$i" --data-dir "$dir/flotilla-$i" \
+    --listen-client "127.0.0.1:$((52378 + i))" --listen-peer "127.0.0.1:$((52388 + i))" \
+    --listen-metrics "127.0.0.1:$((52398 + i))" --initial-cluster "$flo_cl" --cluster-token bench \
+    --quota-backend-bytes 8589934592 >"$dir/flotilla-$i.log" 2>&1 &
+  pids[flotilla-$i]=$!
+done
 
+ctl() { ETCDCTL_API=3 "$etcdctl_bin" --command-timeout=2s "$@"; }
 wait_healthy() { # endpoints
-  for _ in $(seq 1 100); do
-    ETCDCTL_API=3 etcdctl --endpoints="$1" --command-timeout=1s endpoint health >/dev/null 2>&1 && return 0
+  for _ in $(seq 1 150); do
+    ctl --endpoints="$1" endpoint health >/dev/null 2>&1 && return 0
     sleep 0.2
   done
-  echo "cluster at $1 did not become healthy" >&2; return 1
+  die "cluster at $1 did not become healthy (logs in $dir)"
 }
-
-# etcd: clients 42379.., peers 42389..
-cl=""; etcd_eps=""
-for i in 1 2 3; do cl+="${cl:+,}e$i=http://127.0.0.1:$((42388+i))"; etcd_eps+="${etcd_eps:+,}127.0.0.1:$((42378+i))"; done
-for i in 1 2 3; do
-  etcd --name "e$i" --data-dir "$dir/etcd-$i" \
-    --listen-client-urls "http://127.0.0.1:$((42378+i))" --advertise-client-urls "http://127.0.0.1:$((42378+i))" \
-    --listen-peer-urls "http://127.0.0.1:$((42388+i))" --initial-advertise-peer-urls "http://127.0.0.1:$((42388+i))" \
-    --initial-cluster "$cl" --initial-cluster-token bench --initial-cluster-state new \
-    --quota-backend-bytes 8589934592 >"$dir/etcd-$i.log" 2>&1 &
-  pids+=($!)
-done
-
-# flotilla: clients 52379.., peers 52389.., metrics 52399..
-cl=""; flo_eps=""
-for i in 1 2 3; do cl+="${cl:+,}f$i=http://127.0.0.1:$((52388+i))"; flo_eps+="${flo_eps:+,}127.0.0.1:$((52378+i))"; done
-for i in 1 2 3; do
-  "$bin/flotilla" node --name "f$i" --data-dir "$dir/flotilla-$i" \
-    --listen-client "127.0.0.1:$((52378+i))" --listen-peer "127.0.0.1:$((52388+i))" \
-    --listen-metrics "127.0.0.1:$((52398+i))" --initial-cluster "$cl" --cluster-token bench \
-    >"$dir/flotilla-$i.log" 2>&1 &
-  pids+=($!)
-done
+# The client endpoint of the member that leads (`endpoint status`, 5th column: IS LEADER).
+leader_of() { # endpoints
+  ctl --endpoints="$1" endpoint status -w simple 2>/dev/null | awk -F', ' '$5 == "true" { print $1; exit }'
+}
+# Largest VmRSS of a system's three members, in MB.
+rss_mb() { # etcd|flotilla
+  local max=0 kb
+  for i in 1 2 3; do
+    kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/${pids[$1-$i]}/status")
+    [ "$kb" -gt "$max" ] && max=$kb
+  done
+  echo $((max / 1024))
+}
+eps_of() { if [ "$1" = etcd ]; then echo "$etcd_eps"; else echo "$flo_eps"; fi; }
 
 wait_healthy "$etcd_eps"
 wait_healthy "$flo_eps"
-echo "== $(nproc) cores; $clients clients; $duration per system; read ratio $read_ratio; data in $dir"
-for run in etcd flotilla; do
-  if [ "$run" = etcd ]; then eps=$etcd_eps; else eps=$flo_eps; fi
-  "$bin/flotilla-load" --endpoints "$eps" --clients "$clients" --conns 16 \
-    --duration "$duration" --read-ratio "$read_ratio" --label "$run"
+sleep "$settle"
+declare -A rss_idle=([etcd]=$(rss_mb etcd) [flotilla]=$(rss_mb flotilla))
+echo "== $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores, $(uname -r); $("$etcd_bin" --version | head -1); flotilla $(git describe --always --dirty 2>/dev/null || echo '?')"
+echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg); data and raw outputs in $dir"
+
+# One run of etcd's benchmark; prints "ops/s p50_ms p99_ms".
+run() { # system workload round
+  local eps args out
+  eps=$(eps_of "$1")
+  case $2 in
+    put1)
+      eps=$(leader_of "$eps"); [ -n "$eps" ] || die "$1 has no leader"
+      args=(--conns=1 --clients=1 put --key-size=8 --sequential-keys --key-space-size=100000 --val-size=256 --total="$put1_total") ;;
+    put256) args=(--conns=100 --clients=256 put --key-size=8 --sequential-keys --key-space-size=100000 --val-size=256 --total="$put256_total") ;;
+    put1000) args=(--conns=100 --clients=1000 put --key-size=8 --sequential-keys --key-space-size=100000 --val-size=256 --total="$put1000_total") ;;
+    rangel) args=(--conns=100 --clients=1000 range k --consistency=l --total="$range_total") ;;
+    ranges) args=(--conns=100 --clients=1000 range k --consistency=s --total="$range_total") ;;
+    *) die "unknown workload $2" ;;
+  esac
+  out="$dir/runs/$3-$2-$1.txt"
+  "$bench" --precise --endpoints="$eps" "${args[@]}" >"$out" 2>/dev/null || die "benchmark failed against $1 ($out)"
+  awk '/Requests\/sec:/ { rps = $2 } /^ *50% in/ { p50 = $3 * 1000 } /^ *99% in/ { p99 = $3 * 1000 }
+       END { if (rps == "") exit 1; printf "%.0f %.2f %.2f\n", rps, p50, p99 }' "$out" ||
+    die "could not read the benchmark's summary in $out"
+}
+
+declare -A results=()
+for r in $(seq 1 "$rounds"); do
+  if [ $((r % 2)) = 1 ]; then order="etcd flotilla"; else order="flotilla etcd"; fi
+  for w in $workloads; do
+    for s in $order; do
+      line=$(run "$s" "$w" "$r")
+      results[$s-$w]+="$line"$'\n'
+      printf 'round %s  %-8s %-8s %8s/s  p50 %6s ms  p99 %6s ms\n' "$r" "$w" "$s" $line
+    done
+  done
 done
+declare -A rss_after=([etcd]=$(rss_mb etcd) [flotilla]=$(rss_mb flotilla))
+echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+median() { # column (1 ops/s, 2 p50, 3 p99) < lines
+  awk -v c="$1" 'NF { print $c }' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+med() { printf '%s' "${results[$1-$2]}" | median "$3"; }
+thousands() { echo "$1" | sed ':a; s/\B[0-9]\{3\}\>/,&/; ta'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+# The median of the rounds' own throughput ratios: the two runs of a round are adjacent in
+# time, so load that drifts between rounds (a shared machine) cancels out of each ratio.
+round_ratio() { # workload
+  paste <(printf '%s' "${results[flotilla-$1]}" | awk 'NF { print $1 }') \
+    <(printf '%s' "${results[etcd-$1]}" | awk 'NF { print $1 }') |
+    awk '$2 > 0 { print $1 / $2 }' | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
+}
+cell() { # system workload what(p50|p99)
+  local col=2; [ "$3" = p99 ] && col=3
+  printf '%s/s (%s %s ms)' "$(thousands "$(med "$1" "$2" 1)")" "$3" "$(med "$1" "$2" "$col")"
+}
+label() {
+  case $1 in
+    put1) echo "put, 1 client, to the leader (p50)" ;;
+    put256) echo "put, 256 clients / 100 conns (p99)" ;;
+    put1000) echo "put, 1000 clients / 100 conns, 100k keys (p99)" ;;
+    rangel) echo "linearizable range, 1000 clients (p99)" ;;
+    ranges) echo "serializable range, 1000 clients (p99)" ;;
+  esac
+}
+
+echo
+echo "medians of $rounds alternating rounds; ratio = median over the rounds of Flotilla / etcd throughput"
+echo
+echo "| workload | etcd 3.4 | Flotilla | ratio |"
+echo "|---|---|---|---|"
+for w in $workloads; do
+  what=p99; [ "$w" = put1 ] && what=p50
+  echo "| $(label "$w") | $(cell etcd "$w" $what) | $(cell flotilla "$w" $what) | $(round_ratio "$w") |"
+done
+echo "| RSS per member, idle (largest of 3) | ${rss_idle[etcd]} MB | ${rss_idle[flotilla]} MB | $(ratio "${rss_idle[flotilla]}" "${rss_idle[etcd]}") |"
+echo "| RSS per member after the runs (largest of 3) | ${rss_after[etcd]} MB | ${rss_after[flotilla]} MB | $(ratio "${rss_after[flotilla]}" "${rss_after[etcd]}") |"

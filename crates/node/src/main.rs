@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 // The Raft loop and the gRPC workers allocate and free many short-lived buffers on different
 // threads; glibc's malloc spent ~8% of the leader's CPU in `_int_malloc`/`malloc_consolidate`
 // under the put benchmark (perf, see README's benchmark section). mimalloc's per-thread
-// free lists are cheaper for that pattern.
+// free lists are cheaper for that pattern. It is built without transparent huge pages (the
+// workspace's `no_thp` feature): with them an idle member's arena held 50 MB of huge pages.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
