@@ -50,8 +50,8 @@
 # Environment: FLOTILLA_IMAGE (flotilla:e2e), E2E_SKIP_BUILD=1 (use the image as it is),
 # E2E_LOAD_IMAGE (command + args; the image name is appended), E2E_NAMESPACE (flotilla-e2e),
 # E2E_KEEP=1 (leave everything installed), E2E_TIMEOUT (seconds per wait, 300),
-# E2E_FIGURE_KEYS=N (backup and quorum first load N keys of 256 B with flotilla-load, built
-# here with cargo, and compact, so their timings are for a store of that size: the figures
+# E2E_FIGURE_KEYS=N (backup and quorum first load N keys of 256 B with flotilla-load — built
+# here with cargo, or FLOTILLA_LOAD names one — and compact, so their timings are for a store of that size: the figures
 # the README quotes are for N=100000).
 # Needs: kubectl, docker, python3 (for Helm from PyPI), etcdctl (Debian: etcd-client); for
 # `alerts`: prometheus and python3-yaml (Debian), curl.
@@ -891,10 +891,14 @@ etcdctl_to() { # CLUSTER [TLS-DIR]
 figure_load() { # SERVICE
   local n=${E2E_FIGURE_KEYS:-0}
   [ "$n" -gt 0 ] || return 0
-  cargo build --quiet --release -p flotilla-node --bin flotilla-load
+  local load=${FLOTILLA_LOAD:-}
+  if [ -z "$load" ]; then
+    cargo build --quiet --release -p flotilla-node --bin flotilla-load
+    load="$ROOT/target/release/flotilla-load"
+  fi
   local ip; ip=$(kn get svc "$1" -o jsonpath='{.spec.clusterIP}')
   local l=$SECONDS
-  "$ROOT/target/release/flotilla-load" --endpoints "$ip:2379" --clients 64 --conns 8 \
+  "$load" --endpoints "$ip:2379" --clients 64 --conns 8 \
     --total "$n" --key-space "$n" --sequential-keys --value-size 256 --label figure | sed 's/^/    /'
   local rev
   rev=$(etcdctl --endpoints="$ip:2379" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])')
