@@ -216,14 +216,7 @@ fn server_source(
         }
         .build()
     };
-    let contents = reload::read_all(&files)?;
-    let holder = Arc::new(Reloadable::new(build(&contents)?));
-    let target = holder.clone();
-    watcher.add(Source::new(what, files, contents, move |c| {
-        target.store(build(c)?);
-        Ok(())
-    }));
-    Ok(holder)
+    reloading(watcher, what, files, build)
 }
 
 /// A dialer whose client configuration reloads, registered with `watcher`.
@@ -248,6 +241,17 @@ fn client_source(
         }
         .build()
     };
+    Ok(Dialer::tls(reloading(watcher, what, files, build)?))
+}
+
+/// Builds a value from `files` now, and registers with `watcher` a source that builds it again
+/// whenever they change (a build that fails keeps the value in use).
+fn reloading<T: Send + Sync + 'static>(
+    watcher: &mut Watcher,
+    what: &'static str,
+    files: Vec<PathBuf>,
+    build: impl Fn(&[Vec<u8>]) -> Result<T, TlsError> + Send + Sync + 'static,
+) -> Result<Arc<Reloadable<T>>, TlsError> {
     let contents = reload::read_all(&files)?;
     let holder = Arc::new(Reloadable::new(build(&contents)?));
     let target = holder.clone();
@@ -255,7 +259,7 @@ fn client_source(
         target.store(build(c)?);
         Ok(())
     }));
-    Ok(Dialer::tls(holder))
+    Ok(holder)
 }
 
 #[cfg(test)]
