@@ -507,8 +507,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     // Not needed for safety (the WAL replays what the state database lost), but a clean stop
     // should not leave replay work for the next start.
     let sm = member.handle.sm.clone();
-    let synced = tokio::task::spawn_blocking(move || match sm.read() {
-        Ok(sm) => sm.sync(),
+    let synced = tokio::task::spawn_blocking(move || match sm.write() {
+        Ok(mut sm) => sm.sync(),
         Err(_) => Err("state machine lock poisoned".to_string()),
     })
     .await;

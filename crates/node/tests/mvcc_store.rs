@@ -947,17 +947,27 @@ fn batched_apply_matches_one_by_one_apply() {
                     let index = (c * chunk + j) as u64 + 1;
                     got.push(format!("{:?}", apply_bytes(&mut store, index, data)));
                 }
-                // Reads inside the open batch see its writes.
+                // Reads inside the open batch see its writes: watch replay, hashes and
+                // snapshot images merge it over the tree (the loop keeps it open for a tick).
                 let changes: Vec<_> = store
                     .changes(0, store.current_revision())
                     .map(|r| format!("{r:?}"))
                     .collect();
+                let hash = store.hash().expect("hash");
+                let image = store.snapshot().expect("snapshot");
                 store.finish_batch().expect("finish");
+                assert_eq!(store.pending_writes(), 0);
                 let after: Vec<_> = store
                     .changes(0, store.current_revision())
                     .map(|r| format!("{r:?}"))
                     .collect();
                 assert_eq!(changes, after, "chunk {chunk}: reads inside the batch");
+                assert_eq!(store.hash().expect("hash"), hash, "chunk {chunk}: hash");
+                assert_eq!(
+                    store.snapshot().expect("snapshot"),
+                    image,
+                    "chunk {chunk}: snapshot image"
+                );
             }
             assert_eq!(got, expected, "chunk {chunk}: per-entry results");
             assert_eq!(fingerprint(&store), fingerprint(&one.store));
@@ -971,4 +981,36 @@ fn batched_apply_matches_one_by_one_apply() {
         assert_eq!(store.applied_index(), entries.len() as u64);
         assert_eq!(fingerprint(&store), fingerprint(&one.store));
     }
+}
+
+/// `sync` (what the log store calls before it drops entries) writes an open batch first: the
+/// Raft loop keeps one open across Readies, and the log must never drop an entry whose writes
+/// are only in memory.
+#[test]
+fn sync_writes_the_open_batch_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = sled::open(dir.path()).expect("open sled");
+        let mut store = MvccStore::open(&db).expect("open store");
+        store.begin_batch();
+        for i in 1..=5u64 {
+            let req = internal::Request {
+                id: i,
+                header: None,
+                op: Some(Req::Put(PutRequest {
+                    key: format!("k{i}").into(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })),
+            };
+            store.apply(i, &req).expect("apply");
+        }
+        assert!(store.pending_writes() > 0);
+        store.sync().expect("sync");
+        assert_eq!(store.pending_writes(), 0);
+    }
+    let db = flotilla_node::storage::open_db(dir.path()).expect("reopen sled");
+    let store = MvccStore::open(&db).expect("reopen store");
+    assert_eq!(store.applied_index(), 5);
+    assert_eq!(store.current_revision(), 6);
 }

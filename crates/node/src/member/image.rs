@@ -116,7 +116,7 @@ impl std::fmt::Debug for SyncState {
 impl StateSync for SyncState {
     fn sync_state(&self) -> Result<(), StorageError> {
         self.0
-            .read()
+            .write()
             .map_err(|_| StorageError::Io("state machine lock poisoned".into()))?
             .sync()
             .map_err(StorageError::Io)

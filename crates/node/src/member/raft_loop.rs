@@ -155,6 +155,11 @@ impl RaftLoop {
                 }
                 self.applier.waiters.drop_abandoned();
                 self.applier.publish(&self.node);
+                if let Err(e) = self.applier.write_deferred() {
+                    tracing::error!(error = %e, "storage failure, stopping the raft loop");
+                    self.applier.waiters.fail_all(ServerError::Storage(e));
+                    return;
+                }
             }
             if !self.run_readies() {
                 return;
@@ -195,6 +200,9 @@ impl RaftLoop {
 
     fn stop(&mut self, done: oneshot::Sender<()>) {
         use flotilla_raft::LogStore as _;
+        if let Err(e) = self.applier.write_deferred() {
+            tracing::error!(error = %e, "writing the applied entries failed");
+        }
         if let Err(e) = self.node.store_mut().sync() {
             tracing::error!(error = %e, "final sync failed");
         }

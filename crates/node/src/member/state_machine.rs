@@ -178,15 +178,21 @@ impl StateMachine {
     }
 
     /// Opens a batch: the entries applied until [`StateMachine::finish_batch`] reach sled
-    /// in one atomic write with the applied index of the last one (one sled batch per Ready
+    /// in one atomic write with the applied index of the last one (one sled batch per tick
     /// instead of one per entry). Responses and watch events are those of one-by-one apply.
     pub fn begin_batch(&mut self) {
         self.store.begin_batch();
     }
 
-    /// Writes the open batch. Call before releasing the state machine to readers.
+    /// Writes the open batch. Readers see an open batch too (`MvccStore::begin_batch`), so the
+    /// loop may keep it open across Readies.
     pub fn finish_batch(&mut self) -> Result<(), String> {
         self.store.finish_batch().map_err(|e| e.to_string())
+    }
+
+    /// Keys written by the open batch.
+    pub fn pending_writes(&self) -> usize {
+        self.store.pending_writes()
     }
 
     /// The last index applied to the store (persisted with the data it describes).
@@ -232,8 +238,9 @@ impl StateMachine {
         }
     }
 
-    /// Makes every applied entry durable (before the Raft log drops entries).
-    pub fn sync(&self) -> Result<(), String> {
+    /// Makes every applied entry durable (before the Raft log drops entries), the open batch
+    /// written first.
+    pub fn sync(&mut self) -> Result<(), String> {
         self.store.sync().map_err(|e| e.to_string())
     }
 

@@ -209,6 +209,10 @@ pub struct MvccStore {
     applied: u64,
     /// Writes of applied entries not yet in the tree (`None` = remove), while a batch is open.
     pending: Option<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Set when writing a batch failed: the in-memory state went back to the tree's, behind
+    /// what was applied and answered, so no entry may apply on top of it (the member stops
+    /// and replays the log from the tree's applied index when restarted).
+    failed: Option<String>,
 }
 
 impl std::fmt::Debug for MvccStore {
@@ -251,6 +255,7 @@ impl MvccStore {
             compact_rev: 0,
             applied: 0,
             pending: None,
+            failed: None,
         };
         store.reload()?;
         Ok(store)
@@ -303,25 +308,76 @@ impl MvccStore {
 
     /// Opens a batch: the entries applied until [`MvccStore::finish_batch`] are written to
     /// sled together, atomically with the applied index of the last one. Results and watch
-    /// events are those of applying them one by one. Finish the batch before anyone else reads
-    /// the store through [`MvccStore::snapshot`] or [`MvccStore::hash`].
+    /// events are those of applying them one by one. Reads see the open batch: ranges, watch
+    /// replay, [`MvccStore::hash_at`] and [`MvccStore::snapshot`] merge its writes over the
+    /// tree's, and [`MvccStore::sync`] and [`MvccStore::defragment`] write it first.
+    ///
+    /// A batch may stay open across many Readies (the Raft loop writes it every tick or every
+    /// few thousand writes): every `sled::Batch` makes sled write and `sync_file_range` its log
+    /// buffer at once, a disk write per batch next to the WAL's fdatasync.
     pub fn begin_batch(&mut self) {
         if self.pending.is_none() {
             self.pending = Some(HashMap::new());
         }
     }
 
+    /// Keys written by the open batch (0 without one).
+    pub fn pending_writes(&self) -> usize {
+        self.pending.as_ref().map_or(0, HashMap::len)
+    }
+
     /// Writes the open batch (if any) in one `sled::Batch`. On failure the in-memory state is
-    /// rebuilt from sled, which is then as of the applied index before the batch.
+    /// rebuilt from sled, which is then as of the applied index before the batch, and the
+    /// store refuses every later apply (see `failed`).
     pub fn finish_batch(&mut self) -> Result<(), MvccError> {
         let Some(p) = self.pending.take() else {
             return Ok(());
         };
         if let Err(e) = self.write_pending(p) {
+            self.failed = Some(e.to_string());
             self.reload()?;
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Refuses to apply on top of a state that lost applied entries (a failed batch write).
+    fn check_not_failed(&self) -> Result<(), MvccError> {
+        match &self.failed {
+            None => Ok(()),
+            Some(e) => Err(MvccError::Corrupt(format!(
+                "writing applied entries failed earlier ({e}); restart to apply them again from \
+                 the log"
+            ))),
+        }
+    }
+
+    /// The tree's entries with keys in `[lo, hi)` (`hi` None: to the end), with the open
+    /// batch's writes over them: what the tree holds once the batch is written.
+    fn merged_range(
+        &self,
+        lo: Vec<u8>,
+        hi: Option<Vec<u8>>,
+    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, MvccError> {
+        let iter = match &hi {
+            Some(hi) => self.tree.range(lo.clone()..hi.clone()),
+            None => self.tree.range(lo.clone()..),
+        };
+        let mut merged = BTreeMap::new();
+        for item in iter {
+            let (k, v) = item?;
+            merged.insert(k.to_vec(), v.to_vec());
+        }
+        for (k, v) in self.pending.iter().flatten() {
+            if *k < lo || hi.as_ref().is_some_and(|hi| k >= hi) {
+                continue;
+            }
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged)
     }
 
     /// The current store revision.
@@ -365,11 +421,13 @@ impl MvccStore {
         self.live_bytes
     }
 
-    /// Makes every applied entry durable: with a state directory, fdatasync of the database
+    /// Makes every applied entry durable (an open batch is written first): with a state
+    /// directory, fdatasync of the database
     /// (and of a generation switch not yet known durable, see `storage::state_db`); without
     /// one, sled's flush. The Raft log store calls it (through the state machine) before it
     /// drops log entries.
-    pub fn sync(&self) -> Result<(), MvccError> {
+    pub fn sync(&mut self) -> Result<(), MvccError> {
+        self.finish_batch()?;
         match &self.home {
             Some(home) => Ok(home.sync()?),
             None => {
@@ -460,6 +518,13 @@ impl MvccStore {
             main: rev.saturating_add(1),
             sub: 0,
         });
+        if self.pending.is_some() {
+            for (k, v) in self.merged_range(vec![RECORD_PREFIX], Some(end))? {
+                h = snapshot::crc32(h, &k);
+                h = snapshot::crc32(h, &v);
+            }
+            return Ok(h);
+        }
         for item in self.tree.range(vec![RECORD_PREFIX]..end) {
             let (k, v) = item?;
             h = snapshot::crc32(h, &k);
@@ -709,6 +774,7 @@ impl MvccStore {
     /// its error, changes no data, and still advances the applied index: every member refuses it
     /// the same way. A storage error advances nothing; the in-memory state is reloaded.
     pub fn apply(&mut self, index: u64, req: &internal::Request) -> Result<ApplyOutput, MvccError> {
+        self.check_not_failed()?;
         if index <= self.applied {
             return Ok(ApplyOutput {
                 revision: self.current_rev,
@@ -745,6 +811,7 @@ impl MvccStore {
     /// no request (the leader's empty entry, configuration changes), so a restart does not
     /// hand them to the state machine again. Indexes at or below the applied index are ignored.
     pub fn advance_applied(&mut self, index: u64) -> Result<(), MvccError> {
+        self.check_not_failed()?;
         if index <= self.applied {
             return Ok(());
         }
@@ -1166,6 +1233,9 @@ impl MvccStore {
     /// The whole state: history since the compact revision, compact revision, leases and
     /// applied index.
     pub fn snapshot(&self) -> Result<Vec<u8>, MvccError> {
+        if self.pending.is_some() {
+            return Ok(snapshot::encode(self.merged_range(Vec::new(), None)?));
+        }
         let entries = self
             .tree
             .iter()
