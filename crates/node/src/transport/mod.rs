@@ -1,7 +1,7 @@
 //! The peer transport: Raft messages between members over gRPC (`flotilla.raft.v1.Peer`).
 //!
-//! Sending: one task per peer owns a long-lived client stream; the Raft loop only pushes into
-//! that task's bounded queue and never waits. When the queue is full or the peer is down the
+//! Sending: one task per peer keeps a long-lived client stream open; the Raft loop pushes
+//! straight into that stream's bounded queue and never waits. When the queue is full or the peer is down the
 //! message is dropped and the core is told (`report_unreachable`) — Raft retransmits anyway,
 //! and an unbounded queue would only turn a slow peer into memory growth. Snapshots go on their
 //! own `InstallSnapshot` call in chunks, so a large snapshot never blocks heartbeats.
@@ -138,7 +138,7 @@ impl crate::contract::Forwarding for PeerClients {
 
 struct PeerLink {
     url: String,
-    queue: mpsc::Sender<RaftEnvelope>,
+    inlet: PeerInlet,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -224,11 +224,24 @@ async fn send_snapshot(
     Ok(())
 }
 
-/// One peer's sender: (re)connects with backoff and pumps the queue into a client stream.
+/// Where the Raft loop puts one peer's envelopes: the request stream of the connection that is
+/// open now, or of the one being dialled (swapped by [`peer_task`] on every attempt; a closed
+/// sender while it backs off).
+type PeerInlet = Arc<Mutex<mpsc::Sender<RaftEnvelope>>>;
+
+/// A sender whose receiver is gone: every send fails, so the loop hears `Unreachable` at once.
+fn closed_inlet() -> mpsc::Sender<RaftEnvelope> {
+    mpsc::channel(1).0
+}
+
+/// One peer's connection keeper: dials with backoff and opens the client stream whose request
+/// side is the link's inlet. The loop's envelopes go straight into that stream, which the
+/// HTTP/2 connection task drains: one hand-off between the Raft thread and the socket, not a
+/// relay task in between (each hand-off is a wake-up on the replication path of every write).
 async fn peer_task(
     id: NodeId,
     url: String,
-    mut queue: mpsc::Receiver<RaftEnvelope>,
+    inlet: PeerInlet,
     loop_tx: StdSender<Command>,
     dialer: Dialer,
 ) {
@@ -239,10 +252,14 @@ async fn peer_task(
     let mut down_since: Option<Instant> = None;
     let peer = format!("{id:x}");
     loop {
+        // What the loop sends while the dial is under way waits in this stream's queue.
+        let (stream_tx, stream_rx) = mpsc::channel::<RaftEnvelope>(PEER_QUEUE);
+        set_inlet(&inlet, stream_tx);
         let channel = match endpoint(&url) {
             Ok(ep) => dialer.connect(ep).await,
             Err(e) => {
                 tracing::error!(peer = %url, error = %e, "bad peer URL");
+                set_inlet(&inlet, closed_inlet());
                 return;
             }
         };
@@ -254,19 +271,15 @@ async fn peer_task(
                     tracing::warn!(peer, url = %url, error = %e, failures_not_logged = held,
                         "peer unreachable");
                 }
-                // Drop what queued up meanwhile: Raft resends, and stale appends only waste
-                // bandwidth once the peer is back.
-                let mut dropped = false;
-                while queue.try_recv().is_ok() {
-                    dropped = true;
-                }
+                // Drop what queued up meanwhile (Raft resends, and stale appends only waste
+                // bandwidth once the peer is back); until the next dial every send fails.
+                set_inlet(&inlet, closed_inlet());
+                let dropped = !stream_rx.is_empty();
+                drop(stream_rx);
                 if dropped {
                     let _ = loop_tx.send(Command::Unreachable(id));
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    closed = wait_closed(&mut queue) => if closed { return },
-                }
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
@@ -275,53 +288,30 @@ async fn peer_task(
         if let Some(since) = down_since.take() {
             tracing::info!(peer, url = %url, down_for = ?since.elapsed(), "peer reachable again");
         }
-        let (stream_tx, stream_rx) = mpsc::channel::<RaftEnvelope>(PEER_QUEUE);
         let mut client = PeerClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        let call = tokio::spawn(async move {
-            client
-                .stream(tokio_stream::wrappers::ReceiverStream::new(stream_rx))
-                .await
-        });
-        tokio::pin!(call);
-        loop {
-            tokio::select! {
-                m = queue.recv() => match m {
-                    Some(env) => {
-                        if stream_tx.send(env).await.is_err() {
-                            break;
-                        }
-                    }
-                    None => return,
-                },
-                r = &mut call => {
-                    if let Ok(Err(s)) = r {
-                        if s.message().starts_with(REMOVED_MARK) {
-                            let _ = loop_tx.send(Command::Removed { by: id });
-                        }
-                        down_since.get_or_insert_with(Instant::now);
-                        if let Some(held) = log.allow((), Instant::now()) {
-                            tracing::warn!(peer, url = %url, status = %s,
-                                failures_not_logged = held, "peer stream ended");
-                        }
-                    }
-                    break;
-                }
+        let r = client
+            .stream(tokio_stream::wrappers::ReceiverStream::new(stream_rx))
+            .await;
+        set_inlet(&inlet, closed_inlet());
+        if let Err(s) = r {
+            if s.message().starts_with(REMOVED_MARK) {
+                let _ = loop_tx.send(Command::Removed { by: id });
+            }
+            down_since.get_or_insert_with(Instant::now);
+            if let Some(held) = log.allow((), Instant::now()) {
+                tracing::warn!(peer, url = %url, status = %s,
+                    failures_not_logged = held, "peer stream ended");
             }
         }
         let _ = loop_tx.send(Command::Unreachable(id));
     }
 }
 
-/// Resolves when `queue` is closed (true) — never otherwise; used to abort backoff sleeps.
-async fn wait_closed(queue: &mut mpsc::Receiver<RaftEnvelope>) -> bool {
-    // `recv` would consume a message; poll closure by peeking at a zero-capacity check.
-    loop {
-        if queue.is_closed() && queue.is_empty() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+fn set_inlet(inlet: &PeerInlet, tx: mpsc::Sender<RaftEnvelope>) {
+    if let Ok(mut cur) = inlet.lock() {
+        *cur = tx;
     }
 }
 
@@ -346,7 +336,12 @@ impl Outbox for Transport {
                 hb.entry(to).or_insert_with(Instant::now);
             }
             let env = wire::to_envelope(self.cluster_id, msg);
-            if link.queue.try_send(env).is_err() {
+            let sent = link
+                .inlet
+                .lock()
+                .map(|tx| tx.try_send(env).is_ok())
+                .unwrap_or(false);
+            if !sent {
                 let _ = self.loop_tx.send(Command::Unreachable(to));
             }
         }
@@ -367,22 +362,15 @@ impl Outbox for Transport {
             if id == self.self_id || links.contains_key(&id) {
                 continue;
             }
-            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            let inlet: PeerInlet = Arc::new(Mutex::new(closed_inlet()));
             let task = self.rt.spawn(peer_task(
                 id,
                 url.clone(),
-                rx,
+                inlet.clone(),
                 self.loop_tx.clone(),
                 self.dialer.clone(),
             ));
-            links.insert(
-                id,
-                PeerLink {
-                    url,
-                    queue: tx,
-                    task,
-                },
-            );
+            links.insert(id, PeerLink { url, inlet, task });
         }
     }
 }
