@@ -161,6 +161,11 @@ impl Waiters {
         self.set_pending();
     }
 
+    /// Whether a proposal or read waits for an answer from peers (the loop expects input soon).
+    pub fn awaiting_peers(&self) -> bool {
+        !self.proposals.is_empty() || !self.reads.is_empty()
+    }
+
     /// Mirrors the number of pending proposals in the gauge.
     pub fn set_pending(&self) {
         self.metrics
