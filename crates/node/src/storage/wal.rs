@@ -19,13 +19,21 @@
 //! every sync covers everything written before it — so a bad record followed by good ones in a
 //! later segment is reported as corruption instead.
 //!
+//! Segments are preallocated ([`PREALLOC`] at a time, `fallocate(2)`, as etcd's WAL does) and
+//! written at an offset: an fdatasync after an append that grows the file must also commit the
+//! new size through the file system's journal, which on this project's reference machine made
+//! every sync ~50% slower (0.17 ms against 0.11 ms p50 for a 350-byte record on ext4). Replay
+//! therefore meets a run of zero bytes after the last record; that is free space, not a torn
+//! record (no record has length 0).
+//!
 //! Compaction (and a snapshot installed from the leader) [`Wal::rewrite`]s: a new segment with
 //! the current hard state and the entries still needed is written and synced, the directory
 //! synced, and only then the older segments deleted; a crash in between replays both, which is
 //! the same log.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use flotilla_raft::{Entry, HardState, StorageError};
@@ -38,6 +46,9 @@ const KIND_HARD_STATE: u8 = 2;
 const RECORD_HEADER: usize = 8;
 /// Largest record accepted on replay (an entry is bounded by the request size limit).
 const MAX_RECORD: usize = 1 << 30;
+/// Space reserved ahead of the written end of a segment, at a time. A segment lives from one
+/// compaction to the next (`snapshot_threshold` entries), a few MiB at etcd's request sizes.
+pub const PREALLOC: u64 = 16 << 20;
 
 /// What replay recovered.
 #[derive(Debug, Default)]
@@ -54,8 +65,26 @@ pub struct Wal {
     dir: PathBuf,
     seq: u64,
     file: File,
+    /// Where the next record goes: the end of the valid records of the current segment.
+    end: u64,
+    /// The segment's size, preallocated space included.
+    allocated: u64,
     /// Records encoded since the last sync.
     pending: Vec<u8>,
+}
+
+/// Reserves `[0, len)` of `file` (a no-op where the file is already that long). Where the file
+/// system cannot preallocate, the log simply grows with every write.
+fn preallocate(file: &File, len: u64) -> Result<u64, StorageError> {
+    let have = file.metadata().map_err(|e| io("stat", e))?.len();
+    if have >= len {
+        return Ok(have);
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(len),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(have),
+        Err(e) => Err(io("preallocate", e)),
+    }
 }
 
 fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> StorageError {
@@ -166,6 +195,8 @@ impl Wal {
         fs::create_dir_all(dir).map_err(|e| io(format_args!("creating {dir:?}"), e))?;
         let seqs = segments(dir)?;
         let mut replayed = Replayed::default();
+        // The end of the last segment's valid records: where writing goes on.
+        let mut end = 0u64;
         for (i, &seq) in seqs.iter().enumerate() {
             let path = dir.join(segment_name(seq));
             let mut bytes = Vec::new();
@@ -173,7 +204,9 @@ impl Wal {
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| io(format_args!("reading {path:?}"), e))?;
             let valid = replay_segment(&bytes, &mut replayed)?;
-            if valid < bytes.len() {
+            end = valid as u64;
+            let free_tail = bytes[valid..].iter().all(|b| *b == 0);
+            if !free_tail {
                 if i + 1 < seqs.len() {
                     return Err(io(
                         format_args!("{path:?}"),
@@ -199,12 +232,17 @@ impl Wal {
         let path = dir.join(segment_name(seq));
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
             .open(&path)
             .map_err(|e| io(format_args!("opening {path:?}"), e))?;
-        if seqs.is_empty() {
+        let allocated = preallocate(&file, end + PREALLOC)?;
+        if seqs.is_empty() || allocated > end {
             file.sync_all()
                 .map_err(|e| io(format_args!("fsync of {path:?}"), e))?;
+        }
+        if seqs.is_empty() {
             sync_dir(dir)?;
         }
         Ok((
@@ -212,6 +250,8 @@ impl Wal {
                 dir: dir.to_path_buf(),
                 seq,
                 file,
+                end,
+                allocated,
                 pending: Vec::new(),
             },
             replayed,
@@ -235,9 +275,14 @@ impl Wal {
     /// [`StorageError::Io`] if the write or the sync fails; the store must then stop.
     pub fn sync(&mut self) -> Result<(), StorageError> {
         if !self.pending.is_empty() {
+            let end = self.end + self.pending.len() as u64;
+            if end > self.allocated {
+                self.allocated = preallocate(&self.file, end + PREALLOC)?;
+            }
             self.file
-                .write_all(&self.pending)
+                .write_all_at(&self.pending, self.end)
                 .map_err(|e| io("write", e))?;
+            self.end = end;
             self.pending.clear();
         }
         self.file.sync_data().map_err(|e| io("fdatasync", e))
@@ -259,20 +304,19 @@ impl Wal {
         let mut bytes = Vec::new();
         encode_hard_state(&mut bytes, hard_state);
         encode_entries(&mut bytes, entries);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .truncate(true)
+            .read(true)
             .write(true)
             .open(&path)
             .map_err(|e| io(format_args!("creating {path:?}"), e))?;
-        file.write_all(&bytes)
+        let end = bytes.len() as u64;
+        let allocated = preallocate(&file, end + PREALLOC)?;
+        file.write_all_at(&bytes, 0)
             .and_then(|()| file.sync_all())
             .map_err(|e| io(format_args!("writing {path:?}"), e))?;
         sync_dir(&self.dir)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| io(format_args!("opening {path:?}"), e))?;
         for old in segments(&self.dir)?.into_iter().filter(|s| *s < seq) {
             let old = self.dir.join(segment_name(old));
             match fs::remove_file(&old) {
@@ -284,6 +328,8 @@ impl Wal {
         sync_dir(&self.dir)?;
         self.seq = seq;
         self.file = file;
+        self.end = end;
+        self.allocated = allocated;
         self.pending.clear();
         Ok(())
     }
@@ -342,6 +388,13 @@ mod tests {
         );
     }
 
+    /// The bytes records for `entries` take.
+    fn record_len(entries: &[Entry]) -> u64 {
+        let mut out = Vec::new();
+        encode_entries(&mut out, entries);
+        out.len() as u64
+    }
+
     #[test]
     fn a_torn_tail_is_cut_and_the_log_goes_on_after_it() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -351,31 +404,83 @@ mod tests {
             wal.sync().expect("sync");
         }
         let seg = dir.path().join(segment_name(1));
-        let len = fs::metadata(&seg).expect("meta").len();
-        // Half of a third record, as a power cut mid-write leaves it.
+        let end = record_len(&[entry(1, 1), entry(2, 1)]);
+        // Half of a third record where it would have gone, as a power cut mid-write leaves it.
         let mut half = Vec::new();
         encode_entries(&mut half, &[entry(3, 1)]);
         half.truncate(half.len() / 2);
         OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&seg)
             .expect("open")
-            .write_all(&half)
+            .write_all_at(&half, end)
             .expect("write");
         {
             let (mut wal, r) = Wal::open(dir.path()).expect("open");
             assert_eq!(r.entries, vec![entry(1, 1), entry(2, 1)]);
-            assert_eq!(fs::metadata(&seg).expect("meta").len(), len, "cut back");
+            let bytes = fs::read(&seg).expect("read");
+            assert!(
+                bytes[end as usize..].iter().all(|b| *b == 0),
+                "the torn record is gone"
+            );
             wal.append(&[entry(3, 1)]);
             wal.sync().expect("sync");
         }
         assert_eq!(reopen(dir.path()).entries.len(), 3);
         // A flipped bit in a record is the end of the log too.
         let mut bytes = fs::read(&seg).expect("read");
-        let last = bytes.len() - 3;
+        let last = record_len(&[entry(1, 1), entry(2, 1), entry(3, 1)]) as usize - 3;
         bytes[last] ^= 0x40;
         fs::write(&seg, &bytes).expect("write");
         assert_eq!(reopen(dir.path()).entries.len(), 2);
+    }
+
+    #[test]
+    fn segments_are_preallocated_and_their_free_tail_is_not_a_torn_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg = dir.path().join(segment_name(1));
+        {
+            let (mut wal, _) = Wal::open(dir.path()).expect("open");
+            wal.append(&[entry(1, 1)]);
+            wal.sync().expect("sync");
+        }
+        let len = fs::metadata(&seg).expect("meta").len();
+        assert!(len >= PREALLOC, "preallocated: {len}");
+        {
+            let (mut wal, r) = Wal::open(dir.path()).expect("open");
+            assert_eq!(r.entries, vec![entry(1, 1)]);
+            // More than the reservation: the segment grows by another one.
+            let big: Vec<Entry> = (2..=3)
+                .map(|i| Entry {
+                    data: vec![7; PREALLOC as usize / 2 + 1],
+                    ..entry(i, 1)
+                })
+                .collect();
+            wal.append(&big);
+            wal.sync().expect("sync");
+            wal.append(&[entry(4, 1)]);
+            wal.sync().expect("sync");
+        }
+        assert!(fs::metadata(&seg).expect("meta").len() > PREALLOC + PREALLOC / 2);
+        let r = reopen(dir.path());
+        assert_eq!(
+            r.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        // An older segment's free tail (a crash during a rewrite leaves both) is no corruption.
+        let (mut wal, _) = Wal::open(dir.path()).expect("open");
+        wal.rewrite(&HardState::default(), &[entry(4, 1)])
+            .expect("rewrite");
+        drop(wal);
+        let mut first = Vec::new();
+        encode_entries(&mut first, &[entry(1, 1), entry(2, 1), entry(3, 1)]);
+        first.resize(first.len() + 4096, 0);
+        fs::write(dir.path().join(segment_name(1)), &first).expect("write");
+        let r = reopen(dir.path());
+        assert_eq!(
+            r.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
     }
 
     #[test]
