@@ -258,7 +258,7 @@ fn every_ready_is_synced_and_syncs_are_shared() {
     let dir = tempfile::tempdir().expect("tempdir");
     let client = common::free_port();
     let trace = dir.path().join("trace");
-    let mut child = Command::new("strace")
+    let child = Command::new("strace")
         .args(["-f", "-e", "trace=fsync,fdatasync", "-o"])
         .arg(&trace)
         .arg(env!("CARGO_BIN_EXE_flotilla"))
@@ -278,6 +278,7 @@ fn every_ready_is_synced_and_syncs_are_shared() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn strace");
+    let _traced = Traced(child);
     let ep = format!("127.0.0.1:{client}");
     wait_until(
         Duration::from_secs(30),
@@ -315,8 +316,6 @@ fn every_ready_is_synced_and_syncs_are_shared() {
         h.join().expect("writer");
     }
     let syncs = count_syncs() - before;
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(
         syncs > 0,
         "no fsync/fdatasync seen: writes were not made durable"
@@ -384,4 +383,23 @@ fn a_volume_of_another_cluster_is_refused_at_start() {
         etcdctl_ok(&c.members[0].endpoint(), &["get", "mine"]),
         "mine\n1\n"
     );
+}
+
+/// strace and the member it runs. Killing strace alone detaches it and leaves the member
+/// running (a process leaked into every later test), so the member goes first.
+struct Traced(std::process::Child);
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let tracer = self.0.id();
+        let children = std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
+            .unwrap_or_default();
+        for pid in children.split_whitespace() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
