@@ -170,16 +170,16 @@ impl RaftLoop {
         }
     }
 
-    /// The next input, waiting at most `wait`. While clients wait on peers' answers, the loop
-    /// polls for a short while before it sleeps: the answer is usually a few hundred
-    /// microseconds away, and waking a sleeping thread costs tens of them on the commit path
-    /// of every write.
+    /// The next input, waiting at most `wait`. While clients wait on peers' answers, or just
+    /// got theirs, the loop polls for a short while before it sleeps: the peers' answer (or
+    /// the client's next request) is usually less than that away, and waking a sleeping
+    /// thread costs tens of microseconds on the commit path of every write.
     fn next_input(
         &self,
         rx: &Receiver<Command>,
         wait: Duration,
     ) -> Result<Command, RecvTimeoutError> {
-        if self.applier.waiters.awaiting_peers() {
+        if self.applier.waiters.expect_input(SPIN) {
             let spin_until = Instant::now() + SPIN.min(wait);
             loop {
                 match rx.try_recv() {

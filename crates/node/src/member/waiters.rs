@@ -27,6 +27,9 @@ pub struct Waiters {
     conf_changes: BTreeMap<u64, Waiter<()>>,
     reads: HashMap<Vec<u8>, oneshot::Sender<Result<u64, ServerError>>>,
     read_seq: u64,
+    /// When a proposal was last answered: a client that got its answer often sends the next
+    /// request right away.
+    last_answer: Option<std::time::Instant>,
     metrics: Metrics,
 }
 
@@ -38,6 +41,7 @@ impl Waiters {
             conf_changes: BTreeMap::new(),
             reads: HashMap::new(),
             read_seq: 0,
+            last_answer: None,
             metrics,
         }
     }
@@ -93,6 +97,7 @@ impl Waiters {
     pub fn take_proposal(&mut self, index: u64, term: u64) -> Option<ProposalReply> {
         let w = self.proposals.remove(&index)?;
         if w.term == term {
+            self.last_answer = Some(std::time::Instant::now());
             Some(w.reply)
         } else {
             self.metrics.proposals_failed.inc();
@@ -161,9 +166,12 @@ impl Waiters {
         self.set_pending();
     }
 
-    /// Whether a proposal or read waits for an answer from peers (the loop expects input soon).
-    pub fn awaiting_peers(&self) -> bool {
-        !self.proposals.is_empty() || !self.reads.is_empty()
+    /// Whether input is likely within `window`: a proposal or read waits for peers' answers,
+    /// or a client was answered less than `window` ago.
+    pub fn expect_input(&self, window: std::time::Duration) -> bool {
+        !self.proposals.is_empty()
+            || !self.reads.is_empty()
+            || self.last_answer.is_some_and(|t| t.elapsed() < window)
     }
 
     /// Mirrors the number of pending proposals in the gauge.
