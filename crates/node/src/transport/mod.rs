@@ -242,6 +242,7 @@ async fn peer_task(
     id: NodeId,
     url: String,
     inlet: PeerInlet,
+    first: mpsc::Receiver<RaftEnvelope>,
     loop_tx: StdSender<Command>,
     dialer: Dialer,
 ) {
@@ -251,10 +252,19 @@ async fn peer_task(
     let mut log = LogLimit::new(UNREACHABLE_LOG_EVERY);
     let mut down_since: Option<Instant> = None;
     let peer = format!("{id:x}");
+    // The link was made with its first stream's queue open, so nothing the loop sends before
+    // this task first runs is refused.
+    let mut first = Some(first);
     loop {
         // What the loop sends while the dial is under way waits in this stream's queue.
-        let (stream_tx, stream_rx) = mpsc::channel::<RaftEnvelope>(PEER_QUEUE);
-        set_inlet(&inlet, stream_tx);
+        let stream_rx = match first.take() {
+            Some(rx) => rx,
+            None => {
+                let (stream_tx, stream_rx) = mpsc::channel::<RaftEnvelope>(PEER_QUEUE);
+                set_inlet(&inlet, stream_tx);
+                stream_rx
+            }
+        };
         let channel = match endpoint(&url) {
             Ok(ep) => dialer.connect(ep).await,
             Err(e) => {
@@ -362,11 +372,13 @@ impl Outbox for Transport {
             if id == self.self_id || links.contains_key(&id) {
                 continue;
             }
-            let inlet: PeerInlet = Arc::new(Mutex::new(closed_inlet()));
+            let (first_tx, first_rx) = mpsc::channel(PEER_QUEUE);
+            let inlet: PeerInlet = Arc::new(Mutex::new(first_tx));
             let task = self.rt.spawn(peer_task(
                 id,
                 url.clone(),
                 inlet.clone(),
+                first_rx,
                 self.loop_tx.clone(),
                 self.dialer.clone(),
             ));
