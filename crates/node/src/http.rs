@@ -70,6 +70,40 @@ pub async fn serve(
         .await
 }
 
+/// [`serve`] on a thread of its own with a single-threaded runtime: `/healthz`, `/readyz` and
+/// `/metrics` keep answering while the member's main runtime is stalled (a long snapshot
+/// restore holds the state machine's lock, and client requests waiting for it occupy every
+/// worker). The liveness probe must not kill a member for being busy catching up. The returned
+/// future resolves when the server stops.
+pub fn serve_on_own_thread(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    status: watch::Receiver<NodeStatus>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
+    let listener = listener.into_std()?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("metrics-http".into())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        serve(listener, metrics, status, shutdown).await
+                    })
+                });
+            let _ = done_tx.send(served);
+        })?;
+    Ok(async move {
+        done_rx
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the metrics thread ended")))
+    })
+}
+
 /// Binds the metrics listener (separately, so a port conflict fails start-up at once).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await

@@ -851,12 +851,12 @@ async fn serve(
             crate::tls::accept::incoming(peer_listener, tls.peer.clone()),
             stopped(stop.clone()),
         );
-    let http_server = crate::http::serve(
+    let http_server = crate::http::serve_on_own_thread(
         metrics_listener,
         member.metrics.clone(),
         member.status_rx.clone(),
         stopped(stop),
-    );
+    )?;
     crate::member::lease_expiry::spawn(handle.clone());
     Ok(vec![
         tokio::spawn(async move {
