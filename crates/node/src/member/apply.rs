@@ -224,6 +224,9 @@ impl<S: LogStore> ReadyHooks<S> for Applier {
         }
         applied?;
         finished?;
+        if !replies.is_empty() {
+            self.waiters.answered_now();
+        }
         for (reply, r) in replies {
             let _ = reply.send(r);
         }

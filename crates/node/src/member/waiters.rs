@@ -97,7 +97,6 @@ impl Waiters {
     pub fn take_proposal(&mut self, index: u64, term: u64) -> Option<ProposalReply> {
         let w = self.proposals.remove(&index)?;
         if w.term == term {
-            self.last_answer = Some(std::time::Instant::now());
             Some(w.reply)
         } else {
             self.metrics.proposals_failed.inc();
@@ -164,6 +163,11 @@ impl Waiters {
             let _ = r.send(Err(e.clone()));
         }
         self.set_pending();
+    }
+
+    /// Clients were just answered (stamped once per applied batch, not per proposal).
+    pub fn answered_now(&mut self) {
+        self.last_answer = Some(std::time::Instant::now());
     }
 
     /// Whether input is likely within `window`: a proposal or read waits for peers' answers,

@@ -1,9 +1,9 @@
 //! The peer transport: Raft messages between members over gRPC (`flotilla.raft.v1.Peer`).
 //!
 //! Sending: one task per peer keeps a long-lived client stream open; the Raft loop pushes
-//! straight into that stream's bounded queue and never waits. When the queue is full or the peer is down the
-//! message is dropped and the core is told (`report_unreachable`) — Raft retransmits anyway,
-//! and an unbounded queue would only turn a slow peer into memory growth. Snapshots go on their
+//! straight into that stream's bounded queue and never waits. When the queue is full or the
+//! peer is down the message is dropped and the core is told (`report_unreachable`) — Raft
+//! retransmits anyway, and an unbounded queue would only turn a slow peer into memory growth. Snapshots go on their
 //! own `InstallSnapshot` call in chunks, so a large snapshot never blocks heartbeats.
 //!
 //! Receiving ([`server::PeerService`]): every envelope names its cluster; traffic from another
@@ -140,6 +140,14 @@ struct PeerLink {
     url: String,
     inlet: PeerInlet,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A link's task only dials and keeps the stream open: it ends with the link (a peer removed,
+/// or the transport dropped at shutdown), never on its own.
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// The sending side, plugged into the Raft loop as its [`Outbox`].
@@ -361,13 +369,8 @@ impl Outbox for Transport {
         let Ok(mut links) = self.links.lock() else {
             return;
         };
-        links.retain(|id, link| {
-            let keep = peers.iter().any(|(p, u)| p == id && *u == link.url);
-            if !keep {
-                link.task.abort();
-            }
-            keep
-        });
+        // A dropped link aborts its task.
+        links.retain(|id, link| peers.iter().any(|(p, u)| p == id && *u == link.url));
         for (id, url) in peers {
             if id == self.self_id || links.contains_key(&id) {
                 continue;
