@@ -8,7 +8,7 @@
 //! cluster is refused rather than re-initialised.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -24,6 +24,7 @@ use crate::contract::NodeStatus;
 use crate::contract::members::{self, Member, Members};
 use crate::member::handle::NodeHandle;
 use crate::member::raft_loop::{LoopSettings, RaftLoop};
+use crate::member::state_lock::StateLock;
 use crate::member::state_machine::StateMachine;
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
@@ -696,7 +697,7 @@ fn start_member(
         tls.peer_dialer.clone(),
     ));
     let heartbeat_sent = transport.heartbeat_sent.clone();
-    let sm = Arc::new(RwLock::new(o.sm));
+    let sm = Arc::new(StateLock::new(o.sm));
     let mut raft_loop = RaftLoop::new(
         raw,
         sm.clone(),

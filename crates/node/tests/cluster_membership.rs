@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, etcdctl, etcdctl_ok, wait_until};
+use common::{Cluster, ELECTION, etcdctl, etcdctl_ok, wait_until};
 use flotilla_proto::admin::admin_client::AdminClient;
 use flotilla_proto::admin::{StatusRequest, TransferLeadershipRequest};
 
@@ -302,7 +302,10 @@ fn a_voter_is_refused_while_too_few_members_are_up() {
     let ep = c.endpoints();
     // Once the leader sees the member down, a voter add is refused. (Right at the stop the
     // broken connection usually tells the leader at once; that window is a heuristic in etcd
-    // too, so the test waits for the leader's status instead of racing it.)
+    // too, so the test waits for the leader's status instead of racing it.) The check counts
+    // a voter connected while it was heard from within an election timeout: waiting for
+    // longer than that makes the refusal certain. `healthy` alone is not enough, as the
+    // leader clears every peer's activity flag at each election timeout.
     wait_until(
         Duration::from_secs(10),
         "the leader sees the member down",
@@ -310,7 +313,12 @@ fn a_voter_is_refused_while_too_few_members_are_up() {
             admin_status(&leader_ep)
                 .members
                 .iter()
-                .any(|m| m.id == ids[follower] && m.healthy == Some(false))
+                .any(|m| {
+                    m.id == ids[follower]
+                        && m.healthy == Some(false)
+                        && m.last_contact_ms
+                            .is_some_and(|ms| ms > ELECTION.as_millis() as u64 * 2)
+                })
                 .then_some(())
         },
     );

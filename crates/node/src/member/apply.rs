@@ -12,7 +12,7 @@
 //! after a crash the WAL replays from the applied index stored with the data (as etcd's
 //! backend commits its batch every 100 ms).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_proto::internal;
@@ -25,6 +25,7 @@ use super::image::SharedView;
 use super::publish::Publisher;
 use super::ready::ReadyHooks;
 use super::roster::Roster;
+use super::state_lock::StateLock;
 use super::state_machine::StateMachine;
 use super::waiters::Waiters;
 use crate::contract::members;
@@ -39,7 +40,7 @@ const MAX_DEFERRED_WRITES: usize = 4096;
 
 /// The loop's state apart from the core and the Ready cycle.
 pub struct Applier {
-    pub(super) sm: Arc<RwLock<StateMachine>>,
+    pub(super) sm: Arc<StateLock>,
     pub(super) roster: Roster,
     pub(super) waiters: Waiters,
     pub(super) publisher: Publisher,
@@ -162,10 +163,18 @@ impl<S: LogStore> ReadyHooks<S> for Applier {
         }
         let (members, state) =
             members::decode_snapshot(&snap.data).map_err(|e| format!("snapshot: {e}"))?;
-        {
-            let mut sm = self.sm.write().map_err(|_| "state machine lock poisoned")?;
-            sm.restore(state, snap.meta.index)?;
-        }
+        // The image is written aside without the lock (a large one takes seconds), so client
+        // reads keep being served from the old state until the switch.
+        let target = self
+            .sm
+            .read()
+            .map_err(|_| "state machine lock poisoned")?
+            .restore_target();
+        let prepared = StateMachine::prepare_restore(target, state, snap.meta.index)?;
+        self.sm
+            .write()
+            .map_err(|_| "state machine lock poisoned")?
+            .install_restore(prepared)?;
         self.roster
             .restored(Some(members), snap.meta.conf_state.clone());
         Ok(())
@@ -177,9 +186,13 @@ impl<S: LogStore> ReadyHooks<S> for Applier {
             self.update_view(true);
             self.last_snapshot = meta.index;
             self.metrics.snapshots.inc();
-            self.metrics
-                .snapshot_duration
-                .observe(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            self.metrics.snapshot_duration.observe(took.as_secs_f64());
+            tracing::info!(
+                index = meta.index,
+                ms = took.as_millis() as u64,
+                "installed a snapshot image from the leader"
+            );
             let _ = self.applied_tx.send(self.applied);
         }
         self.refresh_peers(node);

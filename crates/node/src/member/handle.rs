@@ -5,8 +5,8 @@
 //! machine has applied up to it. Every wait is bounded by `--request-timeout-ms`, so a member
 //! cut off from the majority answers with an error instead of hanging or serving stale data.
 
+use std::sync::Arc;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use flotilla_proto::etcdserverpb::ResponseHeader;
@@ -15,7 +15,7 @@ use flotilla_raft::{ConfChange, NodeId};
 use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 
-use super::state_machine::StateMachine;
+use super::state_lock::StateLock;
 use super::write::Write;
 use crate::contract::{Command, Forwarding, NodeStatus, ServerError};
 use crate::metrics::Metrics;
@@ -29,7 +29,7 @@ pub struct NodeHandle {
     /// The applied index.
     pub applied: watch::Receiver<u64>,
     /// The state machine, for local reads.
-    pub sm: Arc<RwLock<StateMachine>>,
+    pub sm: Arc<StateLock>,
     /// Metrics.
     pub metrics: Metrics,
     /// How to reach other members (injected: the transport), for forwarding.
@@ -57,7 +57,7 @@ impl NodeHandle {
         tx: Sender<Command>,
         status: watch::Receiver<NodeStatus>,
         applied: watch::Receiver<u64>,
-        sm: Arc<RwLock<StateMachine>>,
+        sm: Arc<StateLock>,
         metrics: Metrics,
         peers: Arc<dyn Forwarding>,
         id: NodeId,

@@ -12,12 +12,12 @@
 //! [`SyncState`] (a [`StateSync`]): it goes through the state machine's lock each time, because
 //! a defragment replaces the database the store writes to.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use flotilla_raft::{ConfState, StorageError};
 
-use super::state_machine::StateMachine;
+use super::state_lock::StateLock;
 use crate::contract::members::{self, Members};
 use crate::storage::{ImageSource, StateSync};
 
@@ -54,7 +54,7 @@ impl SharedView {
     }
 
     /// The image source reading this view and `sm`.
-    pub fn image_source(&self, sm: Arc<RwLock<StateMachine>>) -> Arc<dyn ImageSource> {
+    pub fn image_source(&self, sm: Arc<StateLock>) -> Arc<dyn ImageSource> {
         Arc::new(LiveImage {
             sm,
             view: self.clone(),
@@ -64,7 +64,7 @@ impl SharedView {
 
 /// Builds full snapshot images from the live state machine.
 struct LiveImage {
-    sm: Arc<RwLock<StateMachine>>,
+    sm: Arc<StateLock>,
     view: SharedView,
 }
 
@@ -105,7 +105,7 @@ impl ImageSource for LiveImage {
 }
 
 /// Syncs the live state machine's database (see the [module docs](self)).
-pub struct SyncState(pub Arc<RwLock<StateMachine>>);
+pub struct SyncState(pub Arc<StateLock>);
 
 impl std::fmt::Debug for SyncState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -17,6 +17,7 @@ pub mod publish;
 pub mod raft_loop;
 pub mod ready;
 pub mod roster;
+pub mod state_lock;
 pub mod state_machine;
 pub mod waiters;
 pub mod write;

@@ -8,13 +8,12 @@
 //! [`PUBLISH_EVERY`]; changes of leader, term, role or membership at once ([`Publisher::mark`]).
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use flotilla_raft::{NodeId, Role, Status};
 use tokio::sync::watch;
 
-use super::state_machine::StateMachine;
+use super::state_lock::StateLock;
 use crate::contract::{Members, NodeStatus, PeerProgress};
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
@@ -154,13 +153,7 @@ impl Publisher {
     }
 
     /// Publishes the status and sets the gauges.
-    pub fn publish(
-        &mut self,
-        st: &Status,
-        applied: u64,
-        members: &Members,
-        sm: &RwLock<StateMachine>,
-    ) {
+    pub fn publish(&mut self, st: &Status, applied: u64, members: &Members, sm: &StateLock) {
         self.last_publish = Instant::now();
         self.publish_now = false;
         self.log_transition(st);

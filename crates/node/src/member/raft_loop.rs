@@ -10,8 +10,8 @@
 //! [`super::ready`]'s; what happens to its contents is [`super::apply`]'s, with the waiters,
 //! the member list, snapshot images and the status in modules of their own.
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use flotilla_raft::RawNode;
@@ -22,7 +22,7 @@ use super::image::{AppliedView, SharedView, SyncState};
 use super::publish::Publisher;
 use super::ready::ReadyCycle;
 use super::roster::{Roster, conf_as_of};
-use super::state_machine::StateMachine;
+use super::state_lock::StateLock;
 use super::waiters::Waiters;
 use crate::contract::{Command, Members, NodeStatus, Outbox, ProposalReply, ServerError};
 use crate::metrics::Metrics;
@@ -62,7 +62,7 @@ impl RaftLoop {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         mut node: RawNode<WalLogStore>,
-        sm: Arc<RwLock<StateMachine>>,
+        sm: Arc<StateLock>,
         members: Members,
         outbox: Arc<dyn Outbox>,
         metrics: Metrics,

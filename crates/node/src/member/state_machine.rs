@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::auth::tokens::Tokens;
 use crate::mvcc::watch::{StreamId, WatchHub};
-use crate::mvcc::{MvccError, MvccStore};
+use crate::mvcc::{MvccError, MvccStore, PreparedRestore, RestoreTarget};
 
 /// The state machine.
 pub struct StateMachine {
@@ -258,9 +258,39 @@ impl StateMachine {
     /// Replaces the store with a snapshot image taken at `index`.
     pub fn restore(&mut self, data: &[u8], index: u64) -> Result<(), String> {
         let r = self.store.restore(data, index).map_err(|e| e.to_string());
+        self.restored();
+        r
+    }
+
+    /// Where [`StateMachine::prepare_restore`] writes an image for this store.
+    pub fn restore_target(&self) -> RestoreTarget {
+        self.store.restore_target()
+    }
+
+    /// Checks and writes a snapshot image taken at `index` aside, without touching this state
+    /// machine: call it without holding the lock, then [`StateMachine::install_restore`].
+    pub fn prepare_restore(
+        target: RestoreTarget,
+        data: &[u8],
+        index: u64,
+    ) -> Result<PreparedRestore, String> {
+        MvccStore::prepare_restore(target, data, index).map_err(|e| e.to_string())
+    }
+
+    /// Switches to a prepared snapshot image.
+    pub fn install_restore(&mut self, prepared: PreparedRestore) -> Result<(), String> {
+        let r = self
+            .store
+            .install_restore(prepared)
+            .map(drop)
+            .map_err(|e| e.to_string());
+        self.restored();
+        r
+    }
+
+    fn restored(&mut self) {
         // Watchers would silently miss the changes the snapshot jumped over: end their streams
         // (api/watch.rs answers Unavailable) so clients resume from their last revision.
         self.watches.close_all();
-        r
     }
 }

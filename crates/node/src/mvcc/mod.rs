@@ -32,4 +32,4 @@ pub mod watch;
 
 pub use error::MvccError;
 pub use revision::Revision;
-pub use store::{ApplyOutput, MvccStore};
+pub use store::{ApplyOutput, MvccStore, PreparedRestore, RestoreTarget};

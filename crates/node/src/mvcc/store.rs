@@ -1245,34 +1245,151 @@ impl MvccStore {
     }
 
     /// Replaces the whole state with a snapshot taken at Raft index `index`. Damaged data is
-    /// refused before anything changes; the replacement is one atomic batch.
+    /// refused before anything changes. The two steps, [`MvccStore::prepare_restore`] and
+    /// [`MvccStore::install_restore`], done at once: callers that share the store behind a
+    /// lock do the first without it.
     pub fn restore(&mut self, data: &[u8], index: u64) -> Result<(), MvccError> {
-        // The image replaces everything, an open batch's writes included.
-        self.pending = None;
-        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = snapshot::decode(data)?.into_iter().collect();
-        let (rev, compact, _) = match entries.get(META_STATE) {
-            Some(v) => decode_meta(v).map_err(|e| MvccError::InvalidSnapshot(e.to_string()))?,
-            None => (1, 0, 0),
-        };
-        entries.insert(META_STATE.to_vec(), encode_meta(rev, compact, index));
-        // Build the whole in-memory state first: a snapshot that does not load is refused
-        // before the tree is touched.
-        let loaded = load_state(entries.iter().map(Ok))
-            .map_err(|e| MvccError::InvalidSnapshot(e.to_string()))?;
-        let mut batch = sled::Batch::default();
-        for item in self.tree.iter().keys() {
-            let k = item?;
-            if !entries.contains_key(k.as_ref()) {
-                batch.remove(k);
-            }
-        }
-        for (k, v) in entries {
-            batch.insert(k, v);
-        }
-        self.tree.apply_batch(batch)?;
-        self.install(loaded);
+        let prepared = Self::prepare_restore(self.restore_target(), data, index)?;
+        self.install_restore(prepared)?;
         Ok(())
     }
+
+    /// Where [`MvccStore::prepare_restore`] writes an image for this store.
+    pub fn restore_target(&self) -> RestoreTarget {
+        RestoreTarget {
+            after: self
+                .home
+                .as_ref()
+                .map(|h| (h.dir().clone(), h.generation())),
+        }
+    }
+
+    /// Decodes and checks a snapshot image taken at Raft index `index`, rebuilds the state it
+    /// describes and, for a store with a state directory, writes it into a new generation
+    /// (durable, not current). Nothing of the live store is touched or locked, so readers
+    /// keep being served while a large image is written; [`MvccStore::install_restore`] then
+    /// switches over in a moment.
+    pub fn prepare_restore(
+        target: RestoreTarget,
+        data: &[u8],
+        index: u64,
+    ) -> Result<PreparedRestore, MvccError> {
+        let mut entries = snapshot::decode(data)?;
+        // Images are written in key order; sorting is then one pass, and a damaged order is
+        // still loaded correctly (the last of equal keys wins, as a batch would have it).
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.reverse();
+        entries.dedup_by(|later, earlier| later.0 == earlier.0);
+        entries.reverse();
+        let (rev, compact, _) = match entries.binary_search_by(|e| e.0.as_slice().cmp(META_STATE)) {
+            Ok(i) => {
+                decode_meta(&entries[i].1).map_err(|e| MvccError::InvalidSnapshot(e.to_string()))?
+            }
+            Err(_) => (1, 0, 0),
+        };
+        let meta = encode_meta(rev, compact, index);
+        match entries.binary_search_by(|e| e.0.as_slice().cmp(META_STATE)) {
+            Ok(i) => entries[i].1 = meta,
+            Err(i) => entries.insert(i, (META_STATE.to_vec(), meta)),
+        }
+        // Build the whole in-memory state first: a snapshot that does not load is refused
+        // before anything is written.
+        let loaded = load_state(entries.iter().map(|(k, v)| Ok((k, v))))
+            .map_err(|e| MvccError::InvalidSnapshot(e.to_string()))?;
+        let image = match target.after {
+            Some((dir, after)) => {
+                RestoreImage::Generation(dir.write_generation_from(after, TREE, entries)?)
+            }
+            None => RestoreImage::Entries(entries),
+        };
+        Ok(PreparedRestore { loaded, image })
+    }
+
+    /// Makes a prepared image the store's state: the new generation becomes current (the old
+    /// one is closed and removed on a thread of its own, whose handle is returned), or, for a
+    /// store without a state directory, the image replaces the tree in one batch.
+    pub fn install_restore(
+        &mut self,
+        prepared: PreparedRestore,
+    ) -> Result<Option<std::thread::JoinHandle<()>>, MvccError> {
+        let PreparedRestore { loaded, image } = prepared;
+        let retiring = match image {
+            RestoreImage::Generation(next) => {
+                let tree = match next.db().open_tree(TREE) {
+                    Ok(tree) => tree,
+                    Err(e) => {
+                        next.discard();
+                        return Err(e.into());
+                    }
+                };
+                if let Err(e) = next.make_current() {
+                    next.discard();
+                    return Err(e.into());
+                }
+                self.db = next.db().clone();
+                self.tree = tree;
+                match self.home.replace(next) {
+                    Some(old) if self.home.as_ref().is_some_and(|h| h.is_current_durable()) => {
+                        Some(old.retire())
+                    }
+                    // A crash may still bring the old generation back: it goes at the next start.
+                    _ => None,
+                }
+            }
+            RestoreImage::Entries(entries) => {
+                self.pending = None;
+                let mut batch = sled::Batch::default();
+                let mut keep = entries.iter().map(|(k, _)| k.as_slice()).peekable();
+                for item in self.tree.iter().keys() {
+                    let k = item?;
+                    while keep.next_if(|want| *want < k.as_ref()).is_some() {}
+                    if keep.peek() != Some(&k.as_ref()) {
+                        batch.remove(k);
+                    }
+                }
+                for (k, v) in entries {
+                    batch.insert(k, v);
+                }
+                self.tree.apply_batch(batch)?;
+                None
+            }
+        };
+        // The image replaces everything, an open batch's writes included.
+        self.pending = None;
+        self.install(loaded);
+        Ok(retiring)
+    }
+}
+
+/// Where a snapshot image is written before it replaces a store (see
+/// [`MvccStore::restore_target`]).
+#[derive(Debug, Clone)]
+pub struct RestoreTarget {
+    /// The state directory and the generation the store is at; `None` for a store without
+    /// one (scratch stores, tests), whose tree is rewritten in place.
+    after: Option<(crate::storage::state_db::StateDir, u64)>,
+}
+
+/// A snapshot image checked and written, waiting for [`MvccStore::install_restore`].
+pub struct PreparedRestore {
+    loaded: Loaded,
+    image: RestoreImage,
+}
+
+impl std::fmt::Debug for PreparedRestore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedRestore")
+            .field("applied", &self.loaded.applied)
+            .field("current_rev", &self.loaded.current_rev)
+            .finish_non_exhaustive()
+    }
+}
+
+enum RestoreImage {
+    /// A new state generation, durable, not yet current.
+    Generation(StateDb),
+    /// The image's entries, in key order, to write over the tree.
+    Entries(Vec<(Vec<u8>, Vec<u8>)>),
 }
 
 /// The in-memory state rebuilt from the tree's entries.

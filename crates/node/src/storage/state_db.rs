@@ -69,11 +69,17 @@
 //!   yet known durable): state DB durable → snapshot image and metadata durable in the Raft
 //!   store → WAL rewritten. With one shared database a single sync covered both; with two,
 //!   the order does.
-//! - **An installed snapshot replaces the state before the log forgets it.** The restore is
-//!   one batch here, made durable by the same hook before the Raft store records the snapshot.
-//!   The window between the two syncs (state ahead of the Raft store's snapshot) is the one
-//!   the shared database had between its two batches; it restarts with
-//!   `applied = max(state, snapshot)` as before.
+//! - **An installed snapshot replaces the state before the log forgets it.** The image is
+//!   written into a new generation, made durable and named in `CURRENT` before the Raft store
+//!   records the snapshot. A crash between the two leaves the state ahead of the Raft store's
+//!   snapshot, which restarts with `applied = max(state, snapshot)`.
+//!
+//! Why a restore writes a new generation rather than one batch over the live tree: a large
+//! image as one sled batch goes through sled's page cache page by page, replacing and removing
+//! keys among the old ones, and took minutes for a 140 MB store on a loaded member, all of it
+//! under the lock every client read waits on. Written in key order into an empty database it
+//! takes seconds (2.7 s against 8.1 s for 133 MB here), needs no lock, and leaves no pages
+//! of the old state behind.
 //!
 //! A defragment copies the state under the state machine's write lock, so no entry applies
 //! during the copy: the new generation holds exactly the applied state, synced before it
@@ -301,20 +307,65 @@ impl StateDir {
         after: u64,
         trees: &[(&str, &sled::Tree)],
     ) -> Result<StateDb, StateDbError> {
-        std::fs::create_dir_all(&self.root)
-            .map_err(|e| io(format_args!("creating {:?}", self.root), e))?;
-        let generation = after + 1;
-        let path = self.generation_path(generation);
-        if path.exists() {
-            // Left by an attempt that failed in this process (recover() ran at open).
-            std::fs::remove_dir_all(&path).map_err(|e| io(format_args!("removing {path:?}"), e))?;
-        }
+        self.fill_generation(after, |db| copy_trees(db, trees))
+    }
+
+    /// Writes a new generation after `after` holding `entries` (in key order) in the tree
+    /// `tree`, and makes it durable; not current yet, as [`StateDir::write_generation`]. This
+    /// is how a snapshot image replaces the state: written into a fresh database, without any
+    /// lock the state machine's readers wait on, rather than as one huge batch over the live
+    /// tree (which sled applies page by page through its cache, for minutes on a large image).
+    ///
+    /// # Errors
+    /// As [`StateDir::write_generation`].
+    pub fn write_generation_from<K, V>(
+        &self,
+        after: u64,
+        tree: &str,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<StateDb, StateDbError>
+    where
+        K: Into<sled::IVec>,
+        V: Into<sled::IVec>,
+    {
+        self.fill_generation(after, |db| {
+            let target = db.open_tree(tree).map_err(|e| sled_err("open tree", e))?;
+            write_batches(&target, entries.into_iter().map(Ok))
+        })
+    }
+
+    /// Claims the first free generation number after `after`, lets `fill` write it, and makes
+    /// it durable.
+    fn fill_generation(
+        &self,
+        after: u64,
+        fill: impl FnOnce(&sled::Db) -> Result<(), StateDbError>,
+    ) -> Result<StateDb, StateDbError> {
+        let generation = self.claim_generation(after)?;
         let state = self.open_generation(generation)?;
-        if let Err(e) = copy_trees(&state.db, trees).and_then(|()| Ok(state.sync.sync()?)) {
+        if let Err(e) = fill(&state.db).and_then(|()| Ok(state.sync.sync()?)) {
             state.discard();
             return Err(e);
         }
         Ok(state)
+    }
+
+    /// Creates the directory of the first generation after `after` that does not exist yet.
+    /// Creating it is the claim: a restore and a defragment that start from the same
+    /// generation never write into one directory. A directory left by a failed attempt is
+    /// skipped here and removed by the next [`StateDir::recover`].
+    fn claim_generation(&self, after: u64) -> Result<u64, StateDbError> {
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| io(format_args!("creating {:?}", self.root), e))?;
+        let mut generation = after + 1;
+        loop {
+            let path = self.generation_path(generation);
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(generation),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => generation += 1,
+                Err(e) => return Err(io(format_args!("creating {path:?}"), e)),
+            }
+        }
     }
 }
 
@@ -322,24 +373,39 @@ impl StateDir {
 fn copy_trees(db: &sled::Db, trees: &[(&str, &sled::Tree)]) -> Result<(), StateDbError> {
     for (name, source) in trees {
         let target = db.open_tree(name).map_err(|e| sled_err("open tree", e))?;
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in source.iter() {
-            let (k, v) = item.map_err(|e| sled_err(format_args!("reading tree {name}"), e))?;
-            batch.insert(k, v);
-            n += 1;
-            if n == COPY_BATCH {
-                target
-                    .apply_batch(std::mem::take(&mut batch))
-                    .map_err(|e| sled_err("apply batch", e))?;
-                n = 0;
-            }
-        }
-        target
-            .apply_batch(batch)
-            .map_err(|e| sled_err("apply batch", e))?;
+        let entries = source
+            .iter()
+            .map(|item| item.map_err(|e| sled_err(format_args!("reading tree {name}"), e)));
+        write_batches(&target, entries)?;
     }
     Ok(())
+}
+
+/// Inserts `entries` into `target`, [`COPY_BATCH`] per sled batch.
+fn write_batches<K, V>(
+    target: &sled::Tree,
+    entries: impl Iterator<Item = Result<(K, V), StateDbError>>,
+) -> Result<(), StateDbError>
+where
+    K: Into<sled::IVec>,
+    V: Into<sled::IVec>,
+{
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for item in entries {
+        let (k, v) = item?;
+        batch.insert(k, v);
+        n += 1;
+        if n == COPY_BATCH {
+            target
+                .apply_batch(std::mem::take(&mut batch))
+                .map_err(|e| sled_err("apply batch", e))?;
+            n = 0;
+        }
+    }
+    target
+        .apply_batch(batch)
+        .map_err(|e| sled_err("apply batch", e))
 }
 
 /// The open state database: one generation, with its durability handle.

@@ -258,8 +258,9 @@ impl Drop for Member {
 
 /// A cluster of real processes.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
+    // Fields drop in order: the processes are killed before their data dirs are deleted.
     pub members: Vec<Member>,
+    pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
