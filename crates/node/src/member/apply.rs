@@ -90,12 +90,19 @@ impl Applier {
     /// Compacts the log every `snapshot_threshold` applied entries. The snapshot stores only
     /// the member list: the state machine is durable in the same database, and a follower that
     /// needs it gets an image built at that moment (see [`super::image`]).
-    pub(super) fn maybe_snapshot(&mut self, store: &mut WalLogStore) -> Result<(), String> {
-        if self.applied < self.last_snapshot + self.snapshot_threshold.max(1) {
+    ///
+    /// A leader keeps the entries its followers still need (see [`compaction_index`]).
+    pub(super) fn maybe_snapshot(&mut self, node: &mut RawNode<WalLogStore>) -> Result<(), String> {
+        let threshold = self.snapshot_threshold.max(1);
+        if self.applied < self.last_snapshot + threshold {
             return Ok(());
         }
+        let index = compaction_index(self.applied, threshold, &node.status());
+        if index <= self.last_snapshot {
+            return Ok(());
+        }
+        let store = node.store_mut();
         let started = Instant::now();
-        let index = self.applied;
         let partial = members::encode_snapshot(self.roster.members(), &[]);
         match store.compact(index, self.roster.applied_conf().clone(), partial) {
             Ok(()) => {
@@ -252,5 +259,124 @@ impl<S: LogStore> ReadyHooks<S> for Applier {
 
     fn read_states(&mut self, states: Vec<ReadState>) {
         self.waiters.read_states(states);
+    }
+}
+
+/// How many snapshot thresholds of entries a leader keeps at most for followers catching up:
+/// the log lives in memory, so a follower that stays behind must not hold it forever.
+const HOLD_THRESHOLDS: u64 = 4;
+/// A follower heard from within this many ticks is catching up, not gone.
+const HOLD_CONTACT_TICKS: u64 = 20;
+
+/// Where the log may be compacted to: the applied index, held back on a leader for the
+/// followers that still need entries: one with an image in flight needs the entries after
+/// the image, one in contact those after what it has. A gone follower holds nothing, and no
+/// follower holds more than [`HOLD_THRESHOLDS`] thresholds of entries.
+///
+/// Without the hold, a follower that installed a large image under load found the entries
+/// after it compacted away by the time it was done, and needed another image, and another:
+/// it never caught up (etcd keeps `SnapshotCatchUpEntries` for the same reason).
+pub(super) fn compaction_index(applied: u64, threshold: u64, st: &flotilla_raft::Status) -> u64 {
+    if st.role != Role::Leader {
+        return applied;
+    }
+    let floor = applied.saturating_sub(HOLD_THRESHOLDS.saturating_mul(threshold));
+    let needed = st
+        .progress
+        .iter()
+        .filter(|(id, _)| **id != st.id)
+        .filter_map(|(_, p)| {
+            if p.state == flotilla_raft::ProgressState::Snapshot && p.pending_snapshot > 0 {
+                Some(p.pending_snapshot)
+            } else if p.ticks_since_contact <= HOLD_CONTACT_TICKS {
+                Some(p.match_index)
+            } else {
+                None
+            }
+        })
+        .min()
+        .unwrap_or(applied);
+    needed.clamp(floor, applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_raft::{ConfState, ProgressState, ProgressStatus, Status};
+    use std::collections::BTreeMap;
+
+    fn progress(
+        match_index: u64,
+        state: ProgressState,
+        pending: u64,
+        ticks: u64,
+    ) -> ProgressStatus {
+        ProgressStatus {
+            match_index,
+            next_index: match_index + 1,
+            state,
+            recent_active: ticks == 0,
+            pending_snapshot: pending,
+            is_learner: false,
+            ticks_since_contact: ticks,
+            caught_up: false,
+        }
+    }
+
+    fn leader_with(followers: Vec<ProgressStatus>) -> Status {
+        let mut progress = BTreeMap::new();
+        progress.insert(1, progress_of_self());
+        for (i, p) in followers.into_iter().enumerate() {
+            progress.insert(i as u64 + 2, p);
+        }
+        Status {
+            id: 1,
+            term: 3,
+            vote: 1,
+            commit: 50_000,
+            applied: 50_000,
+            first_index: 1,
+            last_index: 50_000,
+            last_term: 3,
+            role: Role::Leader,
+            leader: 1,
+            conf_state: ConfState::with_voters(1..=3),
+            pending_conf_index: 0,
+            transferee: 0,
+            progress,
+        }
+    }
+
+    fn progress_of_self() -> ProgressStatus {
+        progress(50_000, ProgressState::Replicate, 0, 0)
+    }
+
+    #[test]
+    fn a_leader_keeps_what_catching_up_followers_need_and_no_more() {
+        let threshold = 10_000;
+        let up = progress(49_990, ProgressState::Replicate, 0, 0);
+        // Everyone replicating: nearly everything goes.
+        let st = leader_with(vec![up.clone(), up.clone()]);
+        assert_eq!(compaction_index(50_000, threshold, &st), 49_990);
+        // An image in flight holds the entries after it, however long the install takes.
+        let installing = progress(0, ProgressState::Snapshot, 30_000, 500);
+        let st = leader_with(vec![up.clone(), installing]);
+        assert_eq!(compaction_index(50_000, threshold, &st), 30_000);
+        // A follower in contact that is behind holds its entries...
+        let behind = progress(25_000, ProgressState::Probe, 0, 3);
+        let st = leader_with(vec![up.clone(), behind]);
+        assert_eq!(compaction_index(50_000, threshold, &st), 25_000);
+        // ...but never more than HOLD_THRESHOLDS thresholds of them.
+        let far = progress(2_000, ProgressState::Probe, 0, 3);
+        let st = leader_with(vec![up.clone(), far]);
+        assert_eq!(compaction_index(50_000, threshold, &st), 10_000);
+        // A follower that is gone holds nothing.
+        let gone = progress(2_000, ProgressState::Probe, 0, HOLD_CONTACT_TICKS + 1);
+        let st = leader_with(vec![up.clone(), gone]);
+        assert_eq!(compaction_index(50_000, threshold, &st), 49_990);
+        // A follower compacts to what it applied.
+        let mut st = leader_with(vec![up.clone(), up]);
+        st.role = Role::Follower;
+        assert_eq!(compaction_index(50_000, threshold, &st), 50_000);
     }
 }

@@ -222,7 +222,7 @@ impl RaftLoop {
     fn process_ready(&mut self) -> Result<(), String> {
         self.cycle
             .process(&mut self.node, &*self.outbox, &mut self.applier)?;
-        self.applier.maybe_snapshot(self.node.store_mut())?;
+        self.applier.maybe_snapshot(&mut self.node)?;
         if self.applier.publisher.due() {
             self.applier.publish(&self.node);
         }

@@ -21,6 +21,9 @@ use crate::member::handle::NodeHandle;
 
 /// Largest snapshot accepted (bounds memory against a malicious or broken sender).
 const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
+/// How long an install answer waits for the image to be applied; below the sender's minute
+/// (`transport::send_snapshot`), so it hears a success rather than a timeout.
+const INSTALL_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// A malformed or foreign snapshot stream, as the peer sees it: another cluster's traffic is
 /// FAILED_PRECONDITION (as for every envelope), anything else INVALID_ARGUMENT.
@@ -36,6 +39,8 @@ fn refusal(e: CodecError) -> Status {
 pub struct PeerService {
     node: NodeHandle,
     heartbeat_sent: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// Held while a received image is being installed: a second one is refused meanwhile.
+    installing: Arc<tokio::sync::Semaphore>,
 }
 
 impl PeerService {
@@ -44,6 +49,7 @@ impl PeerService {
         PeerService {
             node,
             heartbeat_sent,
+            installing: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -120,6 +126,11 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotAck>, Status> {
+        // One image at a time: each is large, and one that is still being installed makes
+        // the next one pointless.
+        let Ok(_installing) = self.installing.clone().try_acquire_owned() else {
+            return Err(Status::unavailable("a snapshot is already being installed"));
+        };
         let mut stream = request.into_inner();
         let mut assembler = SnapshotAssembler::new(self.node.cluster_id, MAX_SNAPSHOT_BYTES);
         while let Some(chunk) = stream.next().await {
@@ -131,9 +142,19 @@ impl Peer for PeerService {
         if msg.to != self.node.id {
             return Err(Status::failed_precondition("snapshot for another member"));
         }
+        let index = match &msg.body {
+            MessageBody::InstallSnapshot { snapshot } => snapshot.meta.index,
+            _ => 0,
+        };
+        let mut applied = self.node.applied.clone();
         self.node
             .send(Command::Step(msg))
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        // Answer once the image is installed (or, bounded, later): the leader reports the
+        // snapshot done when this returns and probes from the image's index on. Answering
+        // at once had it probe a member still busy restoring, find the entries after the
+        // image compacted away meanwhile, and send another image, and another.
+        let _ = tokio::time::timeout(INSTALL_WAIT, applied.wait_for(|a| *a >= index)).await;
         Ok(Response::new(SnapshotAck {
             received_bytes: received,
         }))
