@@ -77,8 +77,10 @@ fn a_member_behind_the_compacted_log_catches_up_by_snapshot() {
     let lagging = (leader + 1) % 3;
     c.members[lagging].kill9();
     let eps = c.endpoints();
-    for i in 0..80 {
-        etcdctl_ok(&eps, &["put", &format!("s{i:02}"), "v"]);
+    // More than the 4 thresholds of entries a leader keeps for a follower it heard from
+    // lately (`member::apply::compaction_index`): the lagging member needs an image.
+    for i in 0..120 {
+        etcdctl_ok(&eps, &["put", &format!("s{i:03}"), "v"]);
     }
     // The others restart too: what they compacted to (member list only, the state lives in
     // the store) must be enough to rebuild their membership and to serve a full image.
@@ -94,7 +96,7 @@ fn a_member_behind_the_compacted_log_catches_up_by_snapshot() {
     wait_until(
         Duration::from_secs(20),
         "lagging member has every key",
-        || (common::count_prefix(&ep, "s", true) == Some(80)).then_some(()),
+        || (common::count_prefix(&ep, "s", true) == Some(120)).then_some(()),
     );
     // It installed a snapshot (the log it missed was compacted away).
     let (_, metrics) = c.members[lagging].http_get("/metrics").expect("metrics");

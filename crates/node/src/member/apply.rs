@@ -265,8 +265,10 @@ impl<S: LogStore> ReadyHooks<S> for Applier {
 /// How many snapshot thresholds of entries a leader keeps at most for followers catching up:
 /// the log lives in memory, so a follower that stays behind must not hold it forever.
 const HOLD_THRESHOLDS: u64 = 4;
-/// A follower heard from within this many ticks is catching up, not gone.
-const HOLD_CONTACT_TICKS: u64 = 20;
+/// A follower heard from within this many ticks (a minute at the default 100 ms) is catching
+/// up or restarting, not gone: a rolling restart under load then catches up from the log
+/// rather than from a full image.
+const HOLD_CONTACT_TICKS: u64 = 600;
 
 /// Where the log may be compacted to: the applied index, held back on a leader for the
 /// followers that still need entries: one with an image in flight needs the entries after

@@ -52,6 +52,8 @@ const UNREACHABLE_LOG_EVERY: Duration = Duration::from_secs(30);
 const PEER_QUEUE: usize = 4096;
 /// Snapshot data per chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// How long a leader waits after a failed snapshot send before it may send another.
+const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// The endpoint of a member URL (a bare `host:port` is http://); TLS, when the URL is
 /// https://, is the dialer's (`crate::tls::Dialer`).
@@ -192,6 +194,10 @@ impl Transport {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::warn!(to = format!("{to:x}"), error = %e, "snapshot send failed");
+                    // The member stays in the snapshot state (paused) until this report: a
+                    // pause here keeps the leader from building image after image for a
+                    // member that is down or still installing an earlier one.
+                    tokio::time::sleep(SNAPSHOT_RETRY_AFTER).await;
                     false
                 }
             };
