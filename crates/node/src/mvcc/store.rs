@@ -461,6 +461,24 @@ impl MvccStore {
             });
         };
         let next = home.write_next(&[(TREE, &self.tree)])?;
+        let retiring = self.switch_to(next)?;
+        let after = self.db.size_on_disk().unwrap_or(0);
+        Ok(Defragmented {
+            before,
+            after,
+            took: started.elapsed(),
+            retiring,
+        })
+    }
+
+    /// Makes `next` (a written, durable generation) current and switches every handle over.
+    /// The old generation is retired on a thread of its own (its handle is returned), or, while
+    /// a crash may still bring it back, kept until the next start. On failure `next` is
+    /// discarded and the store is unchanged.
+    fn switch_to(
+        &mut self,
+        next: StateDb,
+    ) -> Result<Option<std::thread::JoinHandle<()>>, MvccError> {
         let tree = match next.db().open_tree(TREE) {
             Ok(tree) => tree,
             Err(e) => {
@@ -472,23 +490,12 @@ impl MvccStore {
             next.discard();
             return Err(e.into());
         }
-        // From here the new generation is the current one: switch every handle over.
         self.db = next.db().clone();
         self.tree = tree;
-        let old = std::mem::replace(home, next);
-        let retiring = if home.is_current_durable() {
-            Some(old.retire())
-        } else {
-            // A crash may still bring the old generation back: keep it until the next start.
-            drop(old);
-            None
-        };
-        let after = self.db.size_on_disk().unwrap_or(0);
-        Ok(Defragmented {
-            before,
-            after,
-            took: started.elapsed(),
-            retiring,
+        let durable = next.is_current_durable();
+        Ok(match self.home.replace(next) {
+            Some(old) if durable => Some(old.retire()),
+            _ => None,
         })
     }
 
@@ -1314,28 +1321,7 @@ impl MvccStore {
     ) -> Result<Option<std::thread::JoinHandle<()>>, MvccError> {
         let PreparedRestore { loaded, image } = prepared;
         let retiring = match image {
-            RestoreImage::Generation(next) => {
-                let tree = match next.db().open_tree(TREE) {
-                    Ok(tree) => tree,
-                    Err(e) => {
-                        next.discard();
-                        return Err(e.into());
-                    }
-                };
-                if let Err(e) = next.make_current() {
-                    next.discard();
-                    return Err(e.into());
-                }
-                self.db = next.db().clone();
-                self.tree = tree;
-                match self.home.replace(next) {
-                    Some(old) if self.home.as_ref().is_some_and(|h| h.is_current_durable()) => {
-                        Some(old.retire())
-                    }
-                    // A crash may still bring the old generation back: it goes at the next start.
-                    _ => None,
-                }
-            }
+            RestoreImage::Generation(next) => self.switch_to(next)?,
             RestoreImage::Entries(entries) => {
                 self.pending = None;
                 let mut batch = sled::Batch::default();
