@@ -99,14 +99,10 @@ fn a_member_behind_the_compacted_log_catches_up_by_snapshot() {
         || (common::count_prefix(&ep, "s", true) == Some(120)).then_some(()),
     );
     // It installed a snapshot (the log it missed was compacted away).
-    let (_, metrics) = c.members[lagging].http_get("/metrics").expect("metrics");
-    let snaps: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("flotilla_snapshots_total"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+    let snaps = c.members[lagging]
+        .metric("flotilla_snapshots_total")
         .expect("snapshot counter");
-    assert!(snaps >= 1.0, "{metrics}");
+    assert!(snaps >= 1.0, "{snaps} snapshots installed");
 }
 
 #[test]

@@ -161,21 +161,12 @@ fn a_member_far_behind_installs_a_large_image_and_keeps_answering() {
     // It installed an image: the log it missed was compacted away. (The counter moves once
     // the log store has recorded the image too, a moment after the state serves it.)
     wait_until(Duration::from_secs(10), "the snapshot counter", || {
-        let (_, metrics) = c.members[lagging].http_get("/metrics")?;
-        let snaps: f64 = metrics
-            .lines()
-            .find(|l| l.starts_with("flotilla_snapshots_total"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())?;
+        let snaps = c.members[lagging].metric("flotilla_snapshots_total")?;
         (snaps >= 1.0).then_some(())
     });
     // Few images: not one after another because the log after each was gone.
-    let (_, metrics) = c.members[lagging].http_get("/metrics").expect("metrics");
-    let snaps: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("flotilla_snapshots_total"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+    let snaps = c.members[lagging]
+        .metric("flotilla_snapshots_total")
         .expect("snapshot counter");
     assert!(snaps <= 2.0, "{snaps} images installed to catch up once");
     // And it serves as a full member: a write through it reaches everyone.

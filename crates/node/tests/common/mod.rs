@@ -250,6 +250,17 @@ impl Member {
     }
 }
 
+impl Member {
+    /// The value of an unlabelled metric on this member's `/metrics`, if it answers.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics")?;
+        body.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+}
+
 impl Drop for Member {
     fn drop(&mut self) {
         self.kill9();
