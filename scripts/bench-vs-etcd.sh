@@ -19,9 +19,17 @@
 #                   `GO111MODULE=off GOPATH=$G:/usr/share/gocode go build` there.
 #   flotilla        FLOTILLA_BIN, else built here (`cargo build --release`, honouring
 #                   CARGO_TARGET_DIR).
+#   grpc_floor      FLOOR_BIN, else built here (`cargo build --release --example grpc_floor`):
+#                   etcd's KV service on the same tonic stack, answering each Put at once.
 # Knobs (environment): ROUNDS (3), BENCH_DIR (a fresh temporary dir), PUT1_TOTAL (3000),
 # PUT256_TOTAL (50000), PUT1000_TOTAL (100000), RANGE_TOTAL (100000), IDLE_SETTLE_S (5),
 # WORKLOADS (all: "put1 put256 put1000 rangel ranges").
+#
+# Where the CPU goes: every run also records the CPU time the three members used (from
+# /proc/PID/stat) and the load generator's own (bash's `times`), per request. On a machine the
+# load saturates, throughput is the inverse of their sum. The floor runs the put workloads
+# against `grpc_floor` once per round: one gRPC round trip with no work behind it, the least a
+# member's client port costs per request with this stack.
 #
 # The 1-client put goes to each cluster's leader (the physical path the issue measures: one
 # proposal, the leader's and a follower's fdatasync, one loopback round trip); the other
@@ -63,6 +71,13 @@ else
   flotilla=${CARGO_TARGET_DIR:-target}/release/flotilla
 fi
 [ -x "$flotilla" ] || die "no flotilla binary at $flotilla"
+if [ -n "${FLOOR_BIN:-}" ]; then
+  floor=$FLOOR_BIN
+else
+  cargo build --release -q -p flotilla-node --example grpc_floor
+  floor=${CARGO_TARGET_DIR:-target}/release/examples/grpc_floor
+fi
+[ -x "$floor" ] || die "no grpc_floor binary at $floor"
 
 dir=${BENCH_DIR:-$(mktemp -d /tmp/flotilla-bench.XXXXXX)}
 mkdir -p "$dir/runs"
@@ -92,6 +107,9 @@ for i in 1 2 3; do
     --quota-backend-bytes 8589934592 >"$dir/flotilla-$i.log" 2>&1 &
   pids[flotilla-$i]=$!
 done
+"$floor" 127.0.0.1:52377 >"$dir/floor.log" 2>&1 &
+pids[floor-1]=$!
+floor_eps=127.0.0.1:52377
 
 ctl() { ETCDCTL_API=3 "$etcdctl_bin" --command-timeout=2s "$@"; }
 wait_healthy() { # endpoints
@@ -114,7 +132,24 @@ rss_mb() { # etcd|flotilla
   done
   echo $((max / 1024))
 }
-eps_of() { if [ "$1" = etcd ]; then echo "$etcd_eps"; else echo "$flo_eps"; fi; }
+eps_of() { case $1 in etcd) echo "$etcd_eps" ;; flotilla) echo "$flo_eps" ;; *) echo "$floor_eps" ;; esac; }
+# CPU clock ticks (user + system) the system's processes have used so far.
+cpu_ticks() { # etcd|flotilla|floor
+  local sum=0 i t
+  for i in 1 2 3; do
+    [ -n "${pids[$1-$i]:-}" ] || continue
+    t=$(awk '{ print $14 + $15 }' "/proc/${pids[$1-$i]}/stat")
+    sum=$((sum + t))
+  done
+  echo "$sum"
+}
+# The CPU time this shell's finished children have used: bash's `times` (second line) goes to
+# a file, since in a pipe or `$(…)` it would run in a subshell that has no children yet.
+children_times() { times >"$1"; } # file
+children_secs() { # file written by children_times
+  awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, /m|s/); s += a[1] * 60 + a[2] } printf "%.3f", s }' "$1"
+}
+hz=$(getconf CLK_TCK)
 
 wait_healthy "$etcd_eps"
 wait_healthy "$flo_eps"
@@ -123,13 +158,14 @@ declare -A rss_idle=([etcd]=$(rss_mb etcd) [flotilla]=$(rss_mb flotilla))
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores, $(uname -r); $("$etcd_bin" --version | head -1); flotilla $(git describe --always --dirty 2>/dev/null || echo '?')"
 echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg); data and raw outputs in $dir"
 
-# One run of etcd's benchmark; prints "ops/s p50_ms p99_ms".
+# One run of etcd's benchmark; prints "ops/s p50_ms p99_ms server_cpu_us load_cpu_us" (CPU
+# per request: the system's processes together, and the load generator).
 run() { # system workload round
-  local eps args out
+  local eps args out total ticks0 ticks1 load0 load1
   eps=$(eps_of "$1")
   case $2 in
     put1)
-      eps=$(leader_of "$eps"); [ -n "$eps" ] || die "$1 has no leader"
+      if [ "$1" != floor ]; then eps=$(leader_of "$eps"); [ -n "$eps" ] || die "$1 has no leader"; fi
       args=(--conns=1 --clients=1 put --key-size=8 --sequential-keys --key-space-size=100000 --val-size=256 --total="$put1_total") ;;
     put256) args=(--conns=100 --clients=256 put --key-size=8 --sequential-keys --key-space-size=100000 --val-size=256 --total="$put256_total") ;;
     put1000) args=(--conns=100 --clients=1000 put --key-size=8 --sequential-keys --key-space-size=100000 --val-size=256 --total="$put1000_total") ;;
@@ -138,9 +174,15 @@ run() { # system workload round
     *) die "unknown workload $2" ;;
   esac
   out="$dir/runs/$3-$2-$1.txt"
+  total=$(printf '%s\n' "${args[@]}" | sed -n 's/^--total=//p')
+  ticks0=$(cpu_ticks "$1"); children_times "$out.t0"
   "$bench" --precise --endpoints="$eps" "${args[@]}" >"$out" 2>/dev/null || die "benchmark failed against $1 ($out)"
-  awk '/Requests\/sec:/ { rps = $2 } /^ *50% in/ { p50 = $3 * 1000 } /^ *99% in/ { p99 = $3 * 1000 }
-       END { if (rps == "") exit 1; printf "%.0f %.2f %.2f\n", rps, p50, p99 }' "$out" ||
+  ticks1=$(cpu_ticks "$1"); children_times "$out.t1"
+  load0=$(children_secs "$out.t0"); load1=$(children_secs "$out.t1")
+  awk -v t="$total" -v dt=$((ticks1 - ticks0)) -v hz="$hz" -v l0="$load0" -v l1="$load1" \
+    '/Requests\/sec:/ { rps = $2 } /^ *50% in/ { p50 = $3 * 1000 } /^ *99% in/ { p99 = $3 * 1000 }
+     END { if (rps == "") exit 1
+           printf "%.0f %.2f %.2f %.0f %.0f\n", rps, p50, p99, dt / hz * 1e6 / t, (l1 - l0) * 1e6 / t }' "$out" ||
     die "could not read the benchmark's summary in $out"
 }
 
@@ -151,8 +193,14 @@ for r in $(seq 1 "$rounds"); do
     for s in $order; do
       line=$(run "$s" "$w" "$r")
       results[$s-$w]+="$line"$'\n'
-      printf 'round %s  %-8s %-8s %8s/s  p50 %6s ms  p99 %6s ms\n' "$r" "$w" "$s" $line
+      printf 'round %s  %-8s %-8s %8s/s  p50 %6s ms  p99 %6s ms  cpu/req %5s µs (load %s µs)\n' "$r" "$w" "$s" $line
     done
+    case $w in
+      put*)
+        line=$(run floor "$w" "$r")
+        results[floor-$w]+="$line"$'\n'
+        printf 'round %s  %-8s %-8s %8s/s  p50 %6s ms  p99 %6s ms  cpu/req %5s µs (load %s µs)\n' "$r" "$w" floor $line ;;
+    esac
   done
 done
 declare -A rss_after=([etcd]=$(rss_mb etcd) [flotilla]=$(rss_mb flotilla))
@@ -196,3 +244,17 @@ for w in $workloads; do
 done
 echo "| RSS per member, idle (largest of 3) | ${rss_idle[etcd]} MB | ${rss_idle[flotilla]} MB | $(ratio "${rss_idle[flotilla]}" "${rss_idle[etcd]}") |"
 echo "| RSS per member after the runs (largest of 3) | ${rss_after[etcd]} MB | ${rss_after[flotilla]} MB | $(ratio "${rss_after[flotilla]}" "${rss_after[etcd]}") |"
+
+echo
+echo "Where the CPU goes (medians, µs per request): the members together, and etcd's load generator"
+echo "in the same runs. The gRPC floor is grpc_floor (one process answering each Put at once over"
+echo "the same tonic stack): its throughput bounds what any member behind that stack can serve."
+echo
+echo "| workload | etcd members | Flotilla members | load generator (etcd / Flotilla runs) | gRPC floor |"
+echo "|---|---|---|---|---|"
+for w in $workloads; do
+  floor_cell="-"
+  [ -n "${results[floor-$w]:-}" ] &&
+    floor_cell="$(thousands "$(med floor "$w" 1)")/s, $(med floor "$w" 4) µs"
+  echo "| $(label "$w") | $(med etcd "$w" 4) | $(med flotilla "$w" 4) | $(med etcd "$w" 5) / $(med flotilla "$w" 5) | $floor_cell |"
+done
